@@ -1,0 +1,76 @@
+// Entry point of the `hymba` binary: dispatches to the registered subcommands.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "train/cli/args.h"
+#include "train/cli/command.h"
+
+namespace hymba::cli {
+
+std::vector<Command>& registry() {
+  static std::vector<Command> r;
+  return r;
+}
+
+namespace {
+
+void print_usage(FILE* out) {
+  std::fprintf(out,
+               "hymba %s: train, study and fine-tune small hybrid (attention + SSM) language models\n\n"
+               "usage: hymba <command> [options]\n"
+               "       hymba <command> --help    options of one command\n"
+               "       hymba --version\n\ncommands:\n",
+               HYMBA_VERSION);
+  auto cmds = registry();
+  std::sort(cmds.begin(), cmds.end(), [](const Command& a, const Command& b) { return a.name < b.name; });
+  for (const auto& c : cmds) std::fprintf(out, "  %-12s %s\n", c.name.c_str(), c.summary.c_str());
+}
+
+}  // namespace
+}  // namespace hymba::cli
+
+int main(int argc, char** argv) {
+  using namespace hymba::cli;
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  if (cmd == "--version" || cmd == "version") {
+    std::printf("hymba %s (CUDA %s)\n", HYMBA_VERSION,
+#ifdef HYMBA_WITH_CUDA
+                "enabled"
+#else
+                "disabled"
+#endif
+    );
+    return 0;
+  }
+  for (const auto& c : registry()) {
+    if (c.name != cmd) continue;
+    std::vector<std::string> args(argv + 2, argv + argc);
+    try {
+      return c.run(args);
+    } catch (const ArgError& e) {
+      std::fprintf(stderr, "hymba %s: %s (see hymba %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+      return 2;
+    } catch (const hymba::UserError& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "internal error: %s\n", e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "hymba: unknown command '%s'\n\n", cmd.c_str());
+  print_usage(stderr);
+  return 2;
+}
