@@ -199,9 +199,13 @@ Tensor rand(const Shape& shape, TensorOptions opts = {}, Generator* gen = nullpt
             double low = 0.0, double high = 1.0);
 Tensor randn(const Shape& shape, TensorOptions opts = {}, Generator* gen = nullptr,
              double mean = 0.0, double std = 1.0);
-// Copies values (row-major) into a new CPU tensor of the given dtype.
+// Copies values (row-major) into a new tensor: of T's dtype on the CPU, or as `opts` says.
 template <typename T>
-Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions opts = {});
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions opts);
+template <typename T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  return from_vector<T>(values, shape, TensorOptions(dtype_of<T>::value));
+}
 
 Tensor empty_like(const Tensor& t);
 Tensor zeros_like(const Tensor& t);
