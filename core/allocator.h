@@ -1,5 +1,5 @@
 // Memory allocators. CPU: 64-byte aligned (cache line / AVX-512). CUDA: a caching allocator
-// (core/cuda_allocator.cpp) so that the per-step alloc/free pattern of training does not hit
+// (core/cuda_allocator.cu) so that the per-step alloc/free pattern of training does not hit
 // cudaMalloc/cudaFree, which synchronize the device.
 #pragma once
 
@@ -35,7 +35,7 @@ Allocator* get_allocator(Device d);
 constexpr size_t kCpuAlignment = 64;
 
 #ifdef HYMBA_WITH_CUDA
-// Defined in core/cuda_allocator.cpp.
+// Defined in core/cuda_allocator.cu.
 Allocator* cuda_caching_allocator(int device_index);
 #endif
 

@@ -1,4 +1,4 @@
-// The few device primitives the tensor core itself needs (implemented in core/cuda_runtime.cpp
+// The few device primitives the tensor core itself needs (implemented in core/cuda_runtime.cu
 // and core/cuda_copy.cu; only present in CUDA builds). Op kernels live in kernels/cuda.
 #pragma once
 

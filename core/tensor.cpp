@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "core/convert.h"
@@ -370,6 +371,12 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
   if (numel() == 0) return *this;
   Device dd = device(), sd = s.device();
   if (dd.is_cpu() && sd.is_cpu()) {
+    // A source sharing our storage in another layout (x.copy_(x.t()), shifted slices) would
+    // be overwritten while read: stage it first. The identical view is a no-op.
+    if (s.storage() == storage()) {
+      if (s.strides() == strides() && s.offset() == offset()) return *this;
+      s = s.clone();
+    }
     cpu_copy(*this, s);
     return *this;
   }
@@ -423,6 +430,11 @@ const Tensor& Tensor::fill_(double value) const {
   auto L = make_layout<1>(shape(), {&strides()});
   dispatch_all(dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if constexpr (std::is_integral_v<T>) {
+      HYMBA_CHECK(std::isfinite(value) && value >= double(std::numeric_limits<T>::min()) &&
+                      value <= double(std::numeric_limits<T>::max()),
+                  "fill_: value ", value, " does not fit a ", dtype_name(dtype()), " tensor");
+    }
     T v = convert<T>(value);
     T* p = static_cast<T*>(data_ptr());
     for_each_row<1>(L, 1 << 15, [&](const std::array<int64_t, 1>& off, int64_t n, const std::array<int64_t, 1>& in) {

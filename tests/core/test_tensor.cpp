@@ -221,3 +221,16 @@ TEST(Tensor, CudaTensorsFailClearlyWithoutCuda) {
     EXPECT_THAT(error_of([&] { zeros({2}, Device::cuda()); }), HasSubstr("no CUDA support"));
   }
 }
+
+TEST(Tensor, OverlappingCopiesAreStagedAndIntegerFillsChecked) {
+  Tensor x = iota({3, 3});
+  x.copy_(x.t());  // in-place transpose through a copy of the source
+  std::vector<double> v = x.to_vector<double>();
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(v[size_t(i * 3 + j)], double(j * 3 + i));
+  Tensor y = iota({6});
+  y.narrow(0, 1, 5).copy_(y.narrow(0, 0, 5));  // shift right by one
+  EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{0, 0, 1, 2, 3, 4}));
+  EXPECT_THAT(error_of([&] { zeros({2}, DType::U8).fill_(300); }), HasSubstr("does not fit a u8"));
+  EXPECT_THAT(error_of([&] { zeros({2}, DType::I32).fill_(NAN); }), HasSubstr("does not fit"));
+}
