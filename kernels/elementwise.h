@@ -47,6 +47,10 @@ inline Tensor scalar(ScalarOp op, const Tensor& x, double s) {
   HYMBA_DISPATCH_CPU_ONLY(x.device(), scalar_out, op, x, s, out);
   return out;
 }
+// out = op(x, s); out may be x itself (in place).
+inline void scalar_out(ScalarOp op, const Tensor& x, double s, const Tensor& out) {
+  HYMBA_DISPATCH_CPU_ONLY(out.device(), scalar_out, op, x, s, out);
+}
 inline void axpy_(const Tensor& out, const Tensor& x, double alpha) {
   HYMBA_DISPATCH_CPU_ONLY(out.device(), axpy_, out, x, alpha);
 }

@@ -1,0 +1,431 @@
+#include "kernels/attention.h"
+
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace hymba::kernels::cpu {
+namespace {
+
+constexpr int64_t kQ = kAttnQueryTile;
+constexpr int64_t kK = kAttnKeyTile;
+
+struct Dims {
+  int64_t B, Hq, Hkv, T, dk, dv, group;
+};
+
+void check_float(const char* op, const char* what, const Tensor& t) {
+  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
+  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": ", what, " has dtype ",
+              dtype_name(t.dtype()), ", expected f32 or f64 (", t.meta_str(), ")");
+}
+
+Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p) {
+  check_float(op, "q", q);
+  check_float(op, "k", k);
+  check_float(op, "v", v);
+  HYMBA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
+              ": expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv); got q ", shape_str(q.shape()),
+              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  check_same_dtype(op, q, k);
+  check_same_dtype(op, q, v);
+  check_same_device(op, q, k);
+  check_same_device(op, q, v);
+  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), v.size(3), 1};
+  HYMBA_CHECK(k.size(0) == d.B && v.size(0) == d.B && k.size(2) == d.T && v.size(2) == d.T &&
+                  v.size(1) == d.Hkv && k.size(3) == d.dk,
+              op, ": shapes do not match: q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+              shape_str(v.shape()), " (expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv))");
+  HYMBA_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, op, ": query heads (", d.Hq, ") must be a multiple of kv heads (",
+              d.Hkv, "): q ", shape_str(q.shape()), ", k ", shape_str(k.shape()));
+  HYMBA_CHECK(d.dk > 0 && d.dv > 0, op, ": empty head dim: q ", shape_str(q.shape()), ", v ",
+              shape_str(v.shape()));
+  HYMBA_CHECK(p.num_meta >= 0, op, ": num_meta must be >= 0, got ", p.num_meta);
+  HYMBA_CHECK(std::isfinite(p.scale), op, ": scale must be finite, got ", p.scale);
+  d.group = d.Hq / d.Hkv;
+  return d;
+}
+
+double scale_of(const AttentionParams& p, int64_t dk) { return p.scale > 0 ? p.scale : 1.0 / std::sqrt(double(dk)); }
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// out[r * kK + c] = <a_r, b_{k0+c}> for rows a (nq x d) and b (T x d). The b tile is
+// transposed into bt first so the inner loop runs over keys with unit stride and vectorizes
+// (a dot product per pair would end every 64-element sum in a horizontal reduction).
+template <typename T>
+void block_dots(const T* a, const T* b, T* bt, T* out, int64_t nq, int64_t k0, int64_t nk, int64_t d) {
+  for (int64_t c = 0; c < nk; ++c)
+    for (int64_t j = 0; j < d; ++j) bt[j * kK + c] = b[(k0 + c) * d + j];
+  for (int64_t r = 0; r < nq; ++r) {
+    T* o = out + r * kK;
+    std::fill(o, o + nk, T(0));
+    const T* ar = a + r * d;
+    for (int64_t j = 0; j < d; ++j) axpy(ar[j], bt + j * kK, o, nk);
+  }
+}
+
+// Scores of one block: s[r * kK + c] = <qs_r, k_{k0+c}>, masked entries set to -inf.
+template <typename T>
+void block_scores(const T* qs, const T* kp, T* kt, T* s, int64_t q0, int64_t nq, int64_t k0, int64_t nk, int64_t dk,
+                  TileVisibility vis, const AttentionParams& p) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  block_dots(qs, kp, kt, s, nq, k0, nk, dk);
+  if (vis == TileVisibility::Partial) {
+    for (int64_t r = 0; r < nq; ++r)
+      for (int64_t c = 0; c < nk; ++c)
+        if (!attention_visible(q0 + r, k0 + c, p.window, p.num_meta)) s[r * kK + c] = kNegInf;
+  }
+}
+
+// Parallel work items are small enough that a thread team pays off from a few of them.
+int64_t grain_for(int64_t flops_per_item) { return std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, flops_per_item)); }
+
+template <typename T, typename S>
+void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& d, const AttentionParams& p) {
+  const T scale = T(scale_of(p, d.dk));
+  const int64_t nqt = (d.T + kQ - 1) / kQ;
+  const int64_t span = p.window < 0 ? d.T : std::min(d.T, p.window + p.num_meta + kQ);
+  const int64_t grain = grain_for(kQ * span * (d.dk + d.dv) * 2);
+  parallel_for(d.B * d.Hq * nqt, grain, [&](int64_t w0, int64_t w1) {
+    std::vector<T> qs(kQ * d.dk), s(kQ * kK), acc(kQ * d.dv), m(kQ), l(kQ), kt_buf(d.dk * kK);
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t qt = w % nqt, bh = w / nqt, b = bh / d.Hq, h = bh % d.Hq, hk = h / d.group;
+      const int64_t q0 = qt * kQ, q1 = std::min(d.T, q0 + kQ), nq = q1 - q0;
+      const T* qp = q + (bh * d.T + q0) * d.dk;
+      const T* kp = k + (b * d.Hkv + hk) * d.T * d.dk;
+      const T* vp = v + (b * d.Hkv + hk) * d.T * d.dv;
+      for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
+      std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+      std::fill(l.begin(), l.end(), T(0));
+      std::fill(acc.begin(), acc.begin() + nq * d.dv, T(0));
+      auto visit = [&](int64_t kt) {
+        const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
+        const TileVisibility vis = attention_tile_visibility(q0, q1, k0, k1, p.window, p.num_meta);
+        if (vis == TileVisibility::None) return;
+        block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+        for (int64_t r = 0; r < nq; ++r) {
+          T* sr = s.data() + r * kK;
+          T mx = m[r];
+          for (int64_t c = 0; c < nk; ++c) mx = std::max(mx, sr[c]);
+          if (mx == -std::numeric_limits<T>::infinity()) continue;  // nothing visible yet in this row
+          const T alpha = std::exp(m[r] - mx);                     // 0 on the first visible tile
+          T sum = 0;
+          for (int64_t c = 0; c < nk; ++c) {
+            sr[c] = std::exp(sr[c] - mx);
+            sum += sr[c];
+          }
+          m[r] = mx;
+          l[r] = l[r] * alpha + sum;
+          T* ar = acc.data() + r * d.dv;
+          if (alpha != T(1))
+            for (int64_t j = 0; j < d.dv; ++j) ar[j] *= alpha;
+          for (int64_t c = 0; c < nk; ++c)
+            if (sr[c] != T(0)) axpy(sr[c], vp + (k0 + c) * d.dv, ar, d.dv);
+        }
+      };
+      const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
+      for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);
+      for (int64_t kt = tr.w0; kt < tr.w1; ++kt) visit(kt);
+      T* op = o + (bh * d.T + q0) * d.dv;
+      S* lp = lse + bh * d.T + q0;
+      for (int64_t r = 0; r < nq; ++r) {
+        // The diagonal key is always visible, so l > 0.
+        const T inv = T(1) / l[r];
+        for (int64_t j = 0; j < d.dv; ++j) op[r * d.dv + j] = acc[r * d.dv + j] * inv;
+        lp[r] = S(double(m[r]) + std::log(double(l[r])));
+      }
+    }
+  });
+}
+
+// Probabilities of one block from the saved lse: s becomes p (0 where masked).
+template <typename T, typename S>
+void block_probs(T* s, const S* lse_rows, int64_t nq, int64_t nk) {
+  for (int64_t r = 0; r < nq; ++r) {
+    T* sr = s + r * kK;
+    const T lr = T(lse_rows[r]);
+    for (int64_t c = 0; c < nk; ++c) sr[c] = std::exp(sr[c] - lr);  // exp(-inf) = 0
+  }
+}
+
+template <typename T, typename S>
+void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* out, const S* lse, T* dq, T* dk,
+                   T* dv, const Dims& d, const AttentionParams& p) {
+  const T scale = T(scale_of(p, d.dk));
+  const int64_t nqt = (d.T + kQ - 1) / kQ, nkt = (d.T + kK - 1) / kK;
+  const int64_t span = p.window < 0 ? d.T : std::min(d.T, p.window + p.num_meta + kQ);
+  const int64_t rows = d.B * d.Hq * d.T;
+  // delta_i = <dout_i, out_i> = sum_j p_ij <dout_i, v_j>: the softmax backward's row term.
+  std::vector<T> delta(static_cast<size_t>(rows));
+  parallel_for(rows, std::max<int64_t>(1, 8192 / d.dv), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      double s = 0;
+      for (int64_t j = 0; j < d.dv; ++j) s += double(dout[r * d.dv + j]) * double(out[r * d.dv + j]);
+      delta[r] = T(s);
+    }
+  });
+
+  // dk, dv: one thread owns a (b, kv head, key tile) and walks the query heads of its group
+  // and the query tiles that can see it, always in the same order.
+  if (dk || dv) {
+    parallel_for(d.B * d.Hkv * nkt, grain_for(kK * span * (d.dk + d.dv) * 4 * d.group), [&](int64_t w0, int64_t w1) {
+      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dka(kK * d.dk), dva(kK * d.dv), kt_buf(d.dk * kK),
+          vt_buf(d.dv * kK);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t kt = w % nkt, bk = w / nkt, b = bk / d.Hkv, hk = bk % d.Hkv;
+        const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
+        const T* kp = k + bk * d.T * d.dk;
+        const T* vp = v + bk * d.T * d.dv;
+        std::fill(dka.begin(), dka.end(), T(0));
+        std::fill(dva.begin(), dva.end(), T(0));
+        const int64_t qt_first = k0 / kQ;
+        const int64_t qt_last =
+            (p.window < 0 || k0 < p.num_meta) ? nqt - 1 : std::min(nqt - 1, (k1 - 1 + p.window) / kQ);
+        for (int64_t hh = 0; hh < d.group; ++hh) {
+          const int64_t bh = b * d.Hq + hk * d.group + hh;
+          for (int64_t qt = qt_first; qt <= qt_last; ++qt) {
+            const int64_t q0 = qt * kQ, q1 = std::min(d.T, q0 + kQ), nq = q1 - q0;
+            const TileVisibility vis = attention_tile_visibility(q0, q1, k0, k1, p.window, p.num_meta);
+            if (vis == TileVisibility::None) continue;
+            const T* qp = q + (bh * d.T + q0) * d.dk;
+            const T* dop = dout + (bh * d.T + q0) * d.dv;
+            for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
+            block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+            block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
+            if (dk) block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
+            for (int64_t r = 0; r < nq; ++r) {
+              const T* sr = s.data() + r * kK;
+              const T* dpr = dp.data() + r * kK;
+              const T* dor = dop + r * d.dv;
+              const T dr = delta[bh * d.T + q0 + r];
+              for (int64_t c = 0; c < nk; ++c) {
+                if (sr[c] == T(0)) continue;
+                if (dv) axpy(sr[c], dor, dva.data() + c * d.dv, d.dv);
+                // dS = P * (dP - delta); dK_c += dS * q_r * scale (qs already holds the scale).
+                if (dk) axpy(sr[c] * (dpr[c] - dr), qs.data() + r * d.dk, dka.data() + c * d.dk, d.dk);
+              }
+            }
+          }
+        }
+        if (dk) std::copy(dka.begin(), dka.begin() + nk * d.dk, dk + (bk * d.T + k0) * d.dk);
+        if (dv) std::copy(dva.begin(), dva.begin() + nk * d.dv, dv + (bk * d.T + k0) * d.dv);
+      }
+    });
+  }
+
+  // dq: one thread owns a (b, q head, query tile) and visits the same key tiles as the forward.
+  if (dq) {
+    parallel_for(d.B * d.Hq * nqt, grain_for(kQ * span * (d.dk + d.dv) * 4), [&](int64_t w0, int64_t w1) {
+      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dqa(kQ * d.dk), kt_buf(d.dk * kK), vt_buf(d.dv * kK);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t qt = w % nqt, bh = w / nqt, b = bh / d.Hq, h = bh % d.Hq, hk = h / d.group;
+        const int64_t q0 = qt * kQ, q1 = std::min(d.T, q0 + kQ), nq = q1 - q0;
+        const T* qp = q + (bh * d.T + q0) * d.dk;
+        const T* dop = dout + (bh * d.T + q0) * d.dv;
+        const T* kp = k + (b * d.Hkv + hk) * d.T * d.dk;
+        const T* vp = v + (b * d.Hkv + hk) * d.T * d.dv;
+        for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
+        std::fill(dqa.begin(), dqa.begin() + nq * d.dk, T(0));
+        auto visit = [&](int64_t kt) {
+          const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
+          const TileVisibility vis = attention_tile_visibility(q0, q1, k0, k1, p.window, p.num_meta);
+          if (vis == TileVisibility::None) return;
+          block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+          block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
+          block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
+          for (int64_t r = 0; r < nq; ++r) {
+            const T* sr = s.data() + r * kK;
+            const T* dpr = dp.data() + r * kK;
+            const T dr = delta[bh * d.T + q0 + r];
+            T* dqr = dqa.data() + r * d.dk;
+            for (int64_t c = 0; c < nk; ++c) {
+              if (sr[c] == T(0)) continue;
+              axpy(sr[c] * (dpr[c] - dr), kp + (k0 + c) * d.dk, dqr, d.dk);
+            }
+          }
+        };
+        const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
+        for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);
+        for (int64_t kt = tr.w0; kt < tr.w1; ++kt) visit(kt);
+        T* dqp = dq + (bh * d.T + q0) * d.dk;
+        for (int64_t i = 0; i < nq * d.dk; ++i) dqp[i] = dqa[i] * scale;
+      }
+    });
+  }
+}
+
+template <typename T, typename S>
+void decode_impl(const T* q, const T* kc, const T* vc, const int64_t* qpos, const int64_t* kpos, T* o, int64_t B,
+                 int64_t Hq, int64_t Hkv, int64_t Tq, int64_t S_, int64_t dk, int64_t dv, const AttentionParams& p) {
+  const T scale = T(scale_of(p, dk));
+  const int64_t group = Hq / Hkv;
+  parallel_for(B * Hq * Tq, grain_for(S_ * (dk + dv) * 2), [&](int64_t w0, int64_t w1) {
+    std::vector<T> s(static_cast<size_t>(S_)), qs(static_cast<size_t>(dk));
+    std::vector<S> acc(static_cast<size_t>(dv));
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t t = w % Tq, bh = w / Tq, b = bh / Hq, h = bh % Hq, hk = h / group;
+      const int64_t i = qpos[b * Tq + t];
+      const T* kp = kc + (b * Hkv + hk) * S_ * dk;
+      const T* vp = vc + (b * Hkv + hk) * S_ * dv;
+      for (int64_t j = 0; j < dk; ++j) qs[j] = q[w * dk + j] * scale;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t c = 0; c < S_; ++c) {
+        const int64_t j = kpos[b * S_ + c];
+        if (j < 0 || !attention_visible(i, j, p.window, p.num_meta)) {
+          s[c] = -std::numeric_limits<T>::infinity();
+          continue;
+        }
+        s[c] = dot(qs.data(), kp + c * dk, dk);
+        mx = std::max(mx, s[c]);
+      }
+      HYMBA_CHECK(mx != -std::numeric_limits<T>::infinity(), "attention_decode: query at position ", i,
+                  " (batch ", b, ") sees no key in the cache");
+      std::fill(acc.begin(), acc.end(), S(0));
+      S sum = 0;
+      for (int64_t c = 0; c < S_; ++c) {
+        if (s[c] == -std::numeric_limits<T>::infinity()) continue;
+        const S e = std::exp(S(s[c] - mx));
+        sum += e;
+        const T* vr = vp + c * dv;
+        for (int64_t j = 0; j < dv; ++j) acc[j] += e * S(vr[j]);
+      }
+      for (int64_t j = 0; j < dv; ++j) o[w * dv + j] = T(acc[j] / sum);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor> attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                             const AttentionParams& p) {
+  const Dims d = check_qkv("attention", q_in, k_in, v_in, p);
+  TensorOptions opt(q_in.dtype(), q_in.device());
+  Tensor out = empty({d.B, d.Hq, d.T, d.dv}, opt);
+  Tensor lse = empty({d.B, d.Hq, d.T}, TensorOptions(stat_dtype(q_in.dtype()), q_in.device()));
+  if (d.B * d.Hq * d.T == 0) return {out, lse};
+  Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  dispatch_float(q.dtype(), "attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    forward_impl<T, S>(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<S>(), d, p);
+  });
+  return {out, lse};
+}
+
+std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout_in, const Tensor& q_in, const Tensor& k_in,
+                                                      const Tensor& v_in, const Tensor& out_in, const Tensor& lse_in,
+                                                      const AttentionParams& p, bool need_dq, bool need_dk,
+                                                      bool need_dv) {
+  const char* op = "attention_backward";
+  const Dims d = check_qkv(op, q_in, k_in, v_in, p);
+  const Shape oshape{d.B, d.Hq, d.T, d.dv};
+  HYMBA_CHECK(dout_in.defined() && dout_in.shape() == oshape, op, ": gradient shape ",
+              dout_in.defined() ? shape_str(dout_in.shape()) : std::string("undefined"),
+              " does not match the output shape ", shape_str(oshape));
+  HYMBA_CHECK(out_in.defined() && out_in.shape() == oshape, op, ": saved output shape ",
+              out_in.defined() ? shape_str(out_in.shape()) : std::string("undefined"), ", expected ",
+              shape_str(oshape));
+  check_same_dtype(op, dout_in, q_in);
+  check_same_dtype(op, out_in, q_in);
+  check_same_device(op, dout_in, q_in);
+  HYMBA_CHECK(lse_in.defined() && lse_in.shape() == Shape({d.B, d.Hq, d.T}) &&
+                  lse_in.dtype() == stat_dtype(q_in.dtype()),
+              op, ": lse ", lse_in.meta_str(), " does not match q ", q_in.meta_str());
+  TensorOptions opt(q_in.dtype(), q_in.device());
+  Tensor dq, dk, dv;
+  if (need_dq) dq = empty(q_in.shape(), opt);
+  if (need_dk) dk = empty(k_in.shape(), opt);
+  if (need_dv) dv = empty(v_in.shape(), opt);
+  if (!need_dq && !need_dk && !need_dv) return {dq, dk, dv};
+  if (d.B * d.Hq * d.T == 0) {
+    for (const Tensor& t : {dq, dk, dv})
+      if (t.defined()) t.zero_();
+    return {dq, dk, dv};
+  }
+  Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  Tensor dout = dout_in.contiguous(), out = out_in.contiguous(), lse = lse_in.contiguous();
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    backward_impl<T, S>(dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<S>(),
+                        need_dq ? dq.data<T>() : nullptr, need_dk ? dk.data<T>() : nullptr,
+                        need_dv ? dv.data<T>() : nullptr, d, p);
+  });
+  return {dq, dk, dv};
+}
+
+Tensor attention_decode(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& qpos_in,
+                        const Tensor& kpos_in, const AttentionParams& p) {
+  const char* op = "attention_decode";
+  // The cache has S slots where the forward has T keys; q's length Tq may differ from S.
+  check_float(op, "q", q_in);
+  check_float(op, "k_cache", k_in);
+  check_float(op, "v_cache", v_in);
+  HYMBA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4, op,
+              ": expected q (B, Hq, Tq, dk), k_cache (B, Hkv, S, dk), v_cache (B, Hkv, S, dv); got q ",
+              shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()), ", v_cache ", shape_str(v_in.shape()));
+  check_same_dtype(op, q_in, k_in);
+  check_same_dtype(op, q_in, v_in);
+  check_same_device(op, q_in, k_in);
+  check_same_device(op, q_in, v_in);
+  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2), dk = q_in.size(3);
+  const int64_t Hkv = k_in.size(1), S_ = k_in.size(2), dv = v_in.size(3);
+  HYMBA_CHECK(k_in.size(0) == B && v_in.size(0) == B && k_in.size(3) == dk && v_in.size(1) == Hkv &&
+                  v_in.size(2) == S_,
+              op, ": shapes do not match: q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()),
+              ", v_cache ", shape_str(v_in.shape()));
+  HYMBA_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": query heads (", Hq, ") must be a multiple of kv heads (", Hkv,
+              "): q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()));
+  HYMBA_CHECK(qpos_in.defined() && qpos_in.shape() == Shape({B, Tq}) &&
+                  (qpos_in.dtype() == DType::I64 || qpos_in.dtype() == DType::I32),
+              op, ": q_pos ", qpos_in.meta_str(), " must be i64 or i32 of shape ", shape_str({B, Tq}));
+  HYMBA_CHECK(kpos_in.defined() && kpos_in.shape() == Shape({B, S_}) &&
+                  (kpos_in.dtype() == DType::I64 || kpos_in.dtype() == DType::I32),
+              op, ": k_pos ", kpos_in.meta_str(), " must be i64 or i32 of shape ", shape_str({B, S_}));
+  HYMBA_CHECK(p.num_meta >= 0, op, ": num_meta must be >= 0, got ", p.num_meta);
+  Tensor out = empty({B, Hq, Tq, dv}, TensorOptions(q_in.dtype(), q_in.device()));
+  if (out.numel() == 0) return out;
+  Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  Tensor qpos = qpos_in.to(DType::I64).contiguous(), kpos = kpos_in.to(DType::I64).contiguous();
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    decode_impl<T, double>(q.data<T>(), k.data<T>(), v.data<T>(), qpos.data<int64_t>(), kpos.data<int64_t>(),
+                           out.data<T>(), B, Hq, Hkv, Tq, S_, dk, dv, p);
+  });
+  return out;
+}
+
+int64_t attention_visited_tiles(int64_t T, const AttentionParams& p) {
+  int64_t n = 0;
+  for (int64_t q0 = 0; q0 < T; q0 += kQ) {
+    const int64_t q1 = std::min(T, q0 + kQ);
+    const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
+    for (int64_t kt = tr.m0; kt < tr.m1; ++kt)
+      n += attention_tile_visibility(q0, q1, kt * kK, std::min(T, kt * kK + kK), p.window, p.num_meta) !=
+           TileVisibility::None;
+    for (int64_t kt = tr.w0; kt < tr.w1; ++kt)
+      n += attention_tile_visibility(q0, q1, kt * kK, std::min(T, kt * kK + kK), p.window, p.num_meta) !=
+           TileVisibility::None;
+  }
+  return n;
+}
+
+}  // namespace hymba::kernels::cpu
