@@ -1,0 +1,36 @@
+// Matrix products: C = op(A) @ op(B), op = identity or transpose, batched over leading dims.
+//
+// A is (..., M, K) (or (..., K, M) with trans_a), B is (..., K, N) (or (..., N, K) with
+// trans_b); the batch dims broadcast (numpy rules), so a 2-D weight multiplies every matrix
+// of a batch. Transposed and sliced views go to BLAS as they are (a unit stride on either dim
+// becomes a leading dimension plus a transpose flag); only a layout BLAS cannot express
+// (no unit stride, overlapping rows) is copied first. CPU: OpenBLAS sgemm/dgemm, f32 and f64.
+#pragma once
+
+#include "kernels/dispatch.h"
+
+namespace hymba::kernels {
+
+namespace cpu {
+// A new contiguous (batch..., M, N) tensor.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+// c = alpha * op(a) @ op(b) + beta * c, into an existing tensor of exactly the result's
+// shape (any layout; a layout BLAS cannot write goes through a temporary). beta = 0 ignores
+// c's old contents, NaN included. Used to accumulate gradients in place.
+void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, double alpha,
+                double beta);
+}  // namespace cpu
+
+inline Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false) {
+  check_same_device("matmul", a, b);
+  return HYMBA_DISPATCH_CPU_ONLY(a.device(), matmul, a, b, trans_a, trans_b);
+}
+
+inline void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false,
+                       bool trans_b = false, double alpha = 1.0, double beta = 0.0) {
+  check_same_device("matmul", a, b);
+  check_same_device("matmul", c, a);
+  HYMBA_DISPATCH_CPU_ONLY(c.device(), matmul_out, c, a, b, trans_a, trans_b, alpha, beta);
+}
+
+}  // namespace hymba::kernels
