@@ -100,3 +100,16 @@ TEST(Storage, WrapsExternalMemoryAndCallsTheDeleter) {
   }
   EXPECT_EQ(deleted, 1);
 }
+
+TEST(CpuAllocator, LargeBlocksAreReusedAndEmptyCacheReturnsThem) {
+  Allocator* a = get_allocator(Device::cpu());
+  a->empty_cache();
+  const size_t reserved0 = a->stats().reserved;
+  { Tensor t = empty({3 << 20}, DType::U8); }  // 3 MiB: above the cached size
+  AllocatorStats s1 = a->stats();
+  EXPECT_EQ(s1.reserved, reserved0 + (size_t(3) << 20));  // cached, still reserved
+  { Tensor t = empty({3 << 20}, DType::U8); }
+  EXPECT_EQ(a->stats().num_system_allocs, s1.num_system_allocs);  // served from the cache
+  a->empty_cache();
+  EXPECT_EQ(a->stats().reserved, reserved0);
+}
