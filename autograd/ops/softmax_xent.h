@@ -1,0 +1,24 @@
+// Differentiable softmax, log-softmax and fused cross-entropy (kernels/softmax_xent.h).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/softmax_xent.h"
+
+namespace hymba {
+
+using kernels::LossReduction;
+
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+
+// Cross-entropy of logits (..., V) against integer targets (...) (i32 or i64), fused with the
+// log-softmax in one node. Rows whose target is ignore_index count for nothing. Mean (the
+// default) averages over the counted rows and is 0, not NaN, when none count; Sum adds them;
+// None returns the per-row losses with the targets' shape (0 on ignored rows), for scoring.
+// A target outside [0, V) other than ignore_index throws, naming the target and V.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                     LossReduction reduction = LossReduction::Mean);
+
+}  // namespace hymba

@@ -1,0 +1,150 @@
+#include "kernels/norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace hymba::kernels::cpu {
+namespace {
+
+// Rows are handed to threads in chunks of at least this many elements.
+constexpr int64_t kGrain = 1 << 14;
+// dw is reduced over at most this many row blocks. The block count depends only on the
+// shape (never on the thread count), which is what makes dw deterministic; the cap bounds
+// the partial-sum buffer at kMaxBlocks * D doubles however many rows there are.
+constexpr int64_t kMaxBlocks = 64;
+
+void check_inputs(const char* op, const Tensor& x, const Tensor& w) {
+  HYMBA_CHECK(x.defined() && w.defined(), op, ": undefined input (x ", x.meta_str(), ", w ", w.meta_str(), ")");
+  HYMBA_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": dtype ", dtype_name(x.dtype()),
+              " not supported here, expected f32 or f64 (x ", x.meta_str(), ")");
+  HYMBA_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim [..., D], got ", x.meta_str());
+  HYMBA_CHECK(x.size(-1) > 0, op, ": x has an empty last dim: ", shape_str(x.shape()));
+  HYMBA_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), op, ": weight shape ", shape_str(w.shape()),
+              " does not match x shape ", shape_str(x.shape()), " (expected [", x.size(-1), "])");
+  HYMBA_CHECK(w.dtype() == x.dtype(), op, ": dtype mismatch: x ", x.meta_str(), " and weight ", w.meta_str());
+  check_same_device(op, x, w);
+}
+
+Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+}  // namespace
+
+std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x_in, const Tensor& w_in, double eps) {
+  const char* op = "rms_norm";
+  check_inputs(op, x_in, w_in);
+  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  const int64_t d = x_in.size(-1);
+  const int64_t rows = x_in.numel() / d;
+  Tensor y = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
+  Tensor rstd = empty(row_shape(x_in), TensorOptions(stat_dtype(x_in.dtype()), x_in.device()));
+  if (rows == 0) return {y, rstd};
+  Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;  // rstd's type
+    const T* px = x.data<T>();
+    const T* pw = w.data<T>();
+    T* py = y.data<T>();
+    S* pr = rstd.data<S>();
+    parallel_for(rows, std::max<int64_t>(1, kGrain / d), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = px + r * d;
+        T* yr = py + r * d;
+        double ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t j = 0; j < d; ++j) ss += double(xr[j]) * double(xr[j]);
+        const double rs = 1.0 / std::sqrt(ss / double(d) + eps);
+        pr[r] = S(rs);
+        const T rt = T(rs);
+        for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] * rt * pw[j];
+      }
+    });
+  });
+  return {y, rstd};
+}
+
+std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy_in, const Tensor& x_in, const Tensor& w_in,
+                                             const Tensor& rstd_in, bool need_dx, bool need_dw) {
+  const char* op = "rms_norm_backward";
+  check_inputs(op, x_in, w_in);
+  HYMBA_CHECK(dy_in.defined() && dy_in.shape() == x_in.shape(), op, ": gradient shape ",
+              dy_in.defined() ? shape_str(dy_in.shape()) : std::string("undefined"), " does not match x shape ",
+              shape_str(x_in.shape()));
+  check_same_dtype(op, dy_in, x_in);
+  check_same_device(op, dy_in, x_in);
+  HYMBA_CHECK(rstd_in.defined() && rstd_in.shape() == row_shape(x_in) &&
+                  rstd_in.dtype() == stat_dtype(x_in.dtype()),
+              op, ": rstd ", rstd_in.meta_str(), " does not match x ", x_in.meta_str(), " (expected ",
+              dtype_name(stat_dtype(x_in.dtype())), shape_str(row_shape(x_in)), ")");
+  check_same_device(op, rstd_in, x_in);
+  const int64_t d = x_in.size(-1);
+  const int64_t rows = x_in.numel() / d;
+  Tensor dx, dw;
+  if (need_dx) dx = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
+  if (need_dw) dw = empty({d}, TensorOptions(x_in.dtype(), x_in.device()));
+  if (!need_dx && !need_dw) return {dx, dw};
+  if (rows == 0) {
+    if (need_dw) dw.zero_();
+    return {dx, dw};
+  }
+  Tensor x = x_in.contiguous(), w = w_in.contiguous(), dy = dy_in.contiguous(), rstd = rstd_in.contiguous();
+
+  const int64_t nblocks = std::min(kMaxBlocks, rows);
+  std::vector<double> partial(need_dw ? size_t(nblocks * d) : 0);
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const T* px = x.data<T>();
+    const T* pw = w.data<T>();
+    const T* pdy = dy.data<T>();
+    const S* pr = rstd.data<S>();
+    T* pdx = need_dx ? dx.data<T>() : nullptr;
+    const double inv_d = 1.0 / double(d);
+    // Blocks are contiguous row ranges; threads take whole blocks.
+    int64_t block_grain = std::max<int64_t>(1, kGrain / (d * std::max<int64_t>(1, rows / nblocks)));
+    parallel_for(nblocks, block_grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r_begin = rows * b / nblocks, r_end = rows * (b + 1) / nblocks;
+        double* acc = need_dw ? partial.data() + b * d : nullptr;
+        if (acc) std::fill(acc, acc + d, 0.0);
+        for (int64_t r = r_begin; r < r_end; ++r) {
+          const T* xr = px + r * d;
+          const T* gr = pdy + r * d;
+          const double rs = double(pr[r]);
+          if (pdx) {
+            double dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < d; ++j) dot += double(pw[j]) * double(gr[j]) * double(xr[j]);
+            const T a = T(rs);
+            const T c = T(rs * rs * rs * dot * inv_d);
+            T* dxr = pdx + r * d;
+            for (int64_t j = 0; j < d; ++j) dxr[j] = a * pw[j] * gr[j] - c * xr[j];
+          }
+          if (acc) {
+            for (int64_t j = 0; j < d; ++j) acc[j] += double(gr[j]) * double(xr[j]) * rs;
+          }
+        }
+      }
+    });
+    if (need_dw) {
+      T* pdw = dw.data<T>();
+      // Blocks are summed in index order for every column: the thread split is over columns.
+      parallel_for(d, std::max<int64_t>(1, kGrain / nblocks), [&](int64_t j0, int64_t j1) {
+        std::vector<double> sum(size_t(j1 - j0), 0.0);
+        for (int64_t b = 0; b < nblocks; ++b) {
+          const double* p = partial.data() + b * d + j0;
+          for (int64_t k = 0; k < j1 - j0; ++k) sum[k] += p[k];
+        }
+        for (int64_t k = 0; k < j1 - j0; ++k) pdw[j0 + k] = T(sum[k]);
+      });
+    }
+  });
+  return {dx, dw};
+}
+
+}  // namespace hymba::kernels::cpu

@@ -1,0 +1,327 @@
+// See kernels/cpu/activation.cpp: lets GCC vectorize the selects inside exp_nonpos.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include "kernels/softmax_xent.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/parallel.h"
+#include "kernels/activation.h"  // exp_nonpos
+
+namespace hymba::kernels::cpu {
+namespace {
+
+// Rows are handed to threads in chunks of at least this many elements.
+constexpr int64_t kGrain = 1 << 14;
+
+void check_float(const char* op, const char* what, const Tensor& t) {
+  HYMBA_CHECK(t.defined(), op, ": undefined ", what);
+  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": dtype ", dtype_name(t.dtype()),
+              " not supported here, expected f32 or f64 (", what, " ", t.meta_str(), ")");
+}
+
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n)); }
+
+// Written as m > x ? m : x, which is exactly the semantics of the SSE/AVX max instruction,
+// so the reduction vectorizes; std::max's x < m form stays scalar (one dependent max per
+// element). A NaN x is skipped here and propagates through the sum of exponentials.
+template <typename T>
+T row_max(const T* x, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = m > x[j] ? m : x[j];
+  return m;
+}
+
+// sum_j exp(x[j] - m) in double; optionally stores the exponentials into e.
+template <typename T>
+double row_sum_exp(const T* x, T m, int64_t n, T* e) {
+  double s = 0;
+  if (e) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) {
+      T v = exp_nonpos(T(x[j] - m));
+      e[j] = v;
+      s += double(v);
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += double(exp_nonpos(T(x[j] - m)));
+  }
+  return s;
+}
+
+// The four softmax kernels work on contiguous rows along the last dim. Another dim is moved
+// last with a transpose and a copy: softmax over a non-last dim is rare in these models and
+// the copy keeps a single, vectorized row kernel.
+template <typename RowFn>
+Tensor along_dim(const char* op, const Tensor& x, int64_t dim, RowFn&& row_fn) {
+  int64_t nd = x.dim();
+  int64_t d = wrap_dim(dim, nd, op);
+  if (nd == 0 || d == nd - 1) return row_fn(x.contiguous());
+  Tensor xt = x.transpose(d, nd - 1).contiguous();
+  return row_fn(xt).transpose(d, nd - 1).contiguous();
+}
+
+template <typename RowFn>
+Tensor along_dim2(const char* op, const Tensor& a, const Tensor& b, int64_t dim, RowFn&& row_fn) {
+  int64_t nd = b.dim();
+  int64_t d = wrap_dim(dim, nd, op);
+  if (nd == 0 || d == nd - 1) return row_fn(a.contiguous(), b.contiguous());
+  return row_fn(a.transpose(d, nd - 1).contiguous(), b.transpose(d, nd - 1).contiguous())
+      .transpose(d, nd - 1)
+      .contiguous();
+}
+
+int64_t last_dim(const Tensor& x) { return x.dim() == 0 ? 1 : x.size(-1); }
+
+Tensor softmax_rows(const Tensor& x, bool log) {
+  Tensor y = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
+  const int64_t n = last_dim(x);
+  if (x.numel() == 0) return y;
+  const int64_t rows = x.numel() / n;
+  dispatch_float(x.dtype(), "softmax", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = px + r * n;
+        T* yr = py + r * n;
+        const T m = row_max(xr, n);
+        if (log) {
+          // (x - m) - log(s) rather than x - lse: x - m is exact for the large entries, so
+          // the result keeps full precision even when |x| is huge.
+          const T ls = T(std::log(row_sum_exp(xr, m, n, static_cast<T*>(nullptr))));
+          for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - m) - ls;
+        } else {
+          const T inv = T(1.0 / row_sum_exp(xr, m, n, yr));
+          for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor softmax_backward_rows(const Tensor& dy, const Tensor& y, bool log) {
+  Tensor dx = empty(y.shape(), TensorOptions(y.dtype(), y.device()));
+  const int64_t n = last_dim(y);
+  if (y.numel() == 0) return dx;
+  const int64_t rows = y.numel() / n;
+  dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pdy = dy.data<T>();
+    const T* py = y.data<T>();
+    T* pdx = dx.data<T>();
+    parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* g = pdy + r * n;
+        const T* yr = py + r * n;
+        T* d = pdx + r * n;
+        double s = 0;
+        if (log) {
+#pragma omp simd reduction(+ : s)
+          for (int64_t j = 0; j < n; ++j) s += double(g[j]);
+          const T st = T(s);
+          for (int64_t j = 0; j < n; ++j) d[j] = g[j] - exp_nonpos(yr[j]) * st;
+        } else {
+#pragma omp simd reduction(+ : s)
+          for (int64_t j = 0; j < n; ++j) s += double(g[j]) * double(yr[j]);
+          const T st = T(s);
+          for (int64_t j = 0; j < n; ++j) d[j] = yr[j] * (g[j] - st);
+        }
+      }
+    });
+  });
+  return dx;
+}
+
+void check_backward(const char* op, const Tensor& dy, const Tensor& y) {
+  check_float(op, "output", y);
+  HYMBA_CHECK(dy.defined() && dy.shape() == y.shape(), op, ": gradient shape ",
+              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match output shape ",
+              shape_str(y.shape()));
+  check_same_dtype(op, dy, y);
+  check_same_device(op, dy, y);
+}
+
+Shape stats_shape(const Tensor& targets) {
+  Shape s = targets.shape();
+  s.push_back(2);
+  return s;
+}
+
+DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+// Checks logits (..., V) against targets (...); returns (rows, V).
+std::pair<int64_t, int64_t> check_xent(const char* op, const Tensor& logits, const Tensor& targets) {
+  check_float(op, "logits", logits);
+  HYMBA_CHECK(targets.defined(), op, ": undefined targets");
+  HYMBA_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64, op, ": targets must be i32 or i64, got ",
+              targets.meta_str());
+  HYMBA_CHECK(logits.dim() >= 1, op, ": logits must have at least 1 dim [..., V], got ", logits.meta_str());
+  const Shape& ls = logits.shape();
+  HYMBA_CHECK(targets.shape() == Shape(ls.begin(), ls.end() - 1), op, ": targets shape ",
+              shape_str(targets.shape()), " does not match logits shape ", shape_str(ls), " (expected ",
+              shape_str(Shape(ls.begin(), ls.end() - 1)), ")");
+  check_same_device(op, logits, targets);
+  const int64_t v = logits.size(-1);
+  HYMBA_CHECK(v > 0, op, ": logits have an empty class dim: ", shape_str(ls));
+  return {targets.numel(), v};
+}
+
+// Reads targets as int64 (contiguous), validating the range serially before any parallel
+// work (an exception must not escape an OpenMP region). Returns the counted rows.
+int64_t read_targets(const char* op, const Tensor& targets, int64_t v, int64_t ignore_index,
+                     std::vector<int64_t>& out) {
+  Tensor t = targets.contiguous();
+  const int64_t n = t.numel();
+  out.resize(size_t(n));
+  int64_t count = 0;
+  dispatch_index(t.dtype(), op, [&](auto tag) {
+    using I = typename decltype(tag)::type;
+    const I* p = t.data<I>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t tr = int64_t(p[r]);
+      if (tr == ignore_index) {
+        out[size_t(r)] = tr;
+        continue;
+      }
+      HYMBA_CHECK(tr >= 0 && tr < v, op, ": target ", tr, " at row ", r, " is out of range for ", v,
+                  " classes (valid: 0..", v - 1, ", or ignore_index ", ignore_index, ")");
+      out[size_t(r)] = tr;
+      ++count;
+    }
+  });
+  return count;
+}
+
+}  // namespace
+
+Tensor softmax_forward(const Tensor& x, int64_t dim) {
+  check_float("softmax", "input", x);
+  return along_dim("softmax", x, dim, [](const Tensor& xc) { return softmax_rows(xc, false); });
+}
+
+Tensor log_softmax_forward(const Tensor& x, int64_t dim) {
+  check_float("log_softmax", "input", x);
+  return along_dim("log_softmax", x, dim, [](const Tensor& xc) { return softmax_rows(xc, true); });
+}
+
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim) {
+  check_backward("softmax_backward", dy, y);
+  return along_dim2("softmax_backward", dy, y, dim,
+                    [](const Tensor& g, const Tensor& yc) { return softmax_backward_rows(g, yc, false); });
+}
+
+Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim) {
+  check_backward("log_softmax_backward", dy, y);
+  return along_dim2("log_softmax_backward", dy, y, dim,
+                    [](const Tensor& g, const Tensor& yc) { return softmax_backward_rows(g, yc, true); });
+}
+
+CrossEntropyForward cross_entropy_forward(const Tensor& logits_in, const Tensor& targets, int64_t ignore_index,
+                                          LossReduction reduction) {
+  const char* op = "cross_entropy";
+  auto [rows, v] = check_xent(op, logits_in, targets);
+  std::vector<int64_t> tg;
+  CrossEntropyForward out;
+  out.count = read_targets(op, targets, v, ignore_index, tg);
+  const TensorOptions opts(logits_in.dtype(), logits_in.device());
+  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
+  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
+  std::vector<double> row_loss(size_t(rows), 0.0);
+  if (rows > 0) {
+    Tensor logits = logits_in.contiguous();
+    dispatch_float(logits.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+      const T* px = logits.data<T>();
+      S* ps = out.stats.data<S>();
+      parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t t = tg[size_t(r)];
+          if (t == ignore_index) {
+            ps[2 * r] = 0;
+            ps[2 * r + 1] = 0;
+            continue;
+          }
+          const T* xr = px + r * v;
+          const T m = row_max(xr, v);
+          const double ls = std::log(row_sum_exp(xr, m, v, static_cast<T*>(nullptr)));
+          ps[2 * r] = S(m);
+          ps[2 * r + 1] = S(ls);
+          // loss = lse - x[t] = (m - x[t]) + log s, with m - x[t] >= 0 computed exactly in
+          // double: finite for any finite logits.
+          row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
+        }
+      });
+      if (reduction == LossReduction::None) {
+        T* pl = out.loss.data<T>();
+        for (int64_t r = 0; r < rows; ++r) pl[r] = T(row_loss[size_t(r)]);
+      }
+    });
+  }
+  if (reduction != LossReduction::None) {
+    double total = 0;
+    for (double l : row_loss) total += l;
+    if (reduction == LossReduction::Mean) total = out.count > 0 ? total / double(out.count) : 0.0;
+    out.loss.fill_(total);
+  }
+  return out;
+}
+
+Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, const Tensor& targets,
+                              const Tensor& stats_in, int64_t ignore_index, double scale) {
+  const char* op = "cross_entropy_backward";
+  auto [rows, v] = check_xent(op, logits_in, targets);
+  HYMBA_CHECK(grad_in.defined() && (grad_in.dim() == 0 || grad_in.shape() == targets.shape()),
+              op, ": gradient ", grad_in.meta_str(), " must be 0-dim or have the targets' shape ",
+              shape_str(targets.shape()));
+  check_same_dtype(op, grad_in, logits_in);
+  check_same_device(op, grad_in, logits_in);
+  HYMBA_CHECK(stats_in.defined() && stats_in.shape() == stats_shape(targets) &&
+                  stats_in.dtype() == stat_dtype(logits_in.dtype()),
+              op, ": saved stats ", stats_in.meta_str(), " does not match logits ", logits_in.meta_str(), " (expected ",
+              dtype_name(stat_dtype(logits_in.dtype())), shape_str(stats_shape(targets)), ")");
+  check_same_device(op, stats_in, logits_in);
+  std::vector<int64_t> tg;
+  read_targets(op, targets, v, ignore_index, tg);
+  Tensor dl = empty(logits_in.shape(), TensorOptions(logits_in.dtype(), logits_in.device()));
+  if (rows == 0) return dl;
+  Tensor logits = logits_in.contiguous(), grad = grad_in.contiguous(), stats = stats_in.contiguous();
+  const bool per_row = grad.dim() != 0;
+  dispatch_float(logits.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const T* px = logits.data<T>();
+    const T* pg = grad.data<T>();
+    const S* ps = stats.data<S>();
+    T* pd = dl.data<T>();
+    parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* d = pd + r * v;
+        const int64_t t = tg[size_t(r)];
+        if (t == ignore_index) {
+          std::fill(d, d + v, T(0));
+          continue;
+        }
+        const T* xr = px + r * v;
+        const T m = T(ps[2 * r]);
+        const T ls = T(ps[2 * r + 1]);
+        const T gs = T(double(pg[per_row ? r : 0]) * scale);
+        for (int64_t j = 0; j < v; ++j) d[j] = exp_nonpos(T((xr[j] - m) - ls)) * gs;
+        d[t] -= gs;
+      }
+    });
+  });
+  return dl;
+}
+
+}  // namespace hymba::kernels::cpu

@@ -1,0 +1,75 @@
+// Softmax, log-softmax and the fused cross-entropy loss.
+//
+// softmax / log_softmax work over any dim (max-subtracted, so stable for any finite input;
+// a row of all -inf gives NaN as in PyTorch). Backward kernels take the forward *output*:
+//   softmax:     dx = y * (dy - sum(dy * y))
+//   log_softmax: dx = dy - exp(y) * sum(dy)
+//
+// Cross-entropy fuses log-softmax with the NLL over the last dim of logits (..., V) with
+// integer targets (...) (i32 or i64). Forward computes one loss per row (0 on rows whose
+// target is ignore_index), reduces them (in double, in row order, so the result does not
+// depend on the thread count) and returns each row's log-sum-exp (as `stats`). Backward
+// recomputes the softmax from the logits and lse, so no (rows x V) probability tensor is
+// ever stored:
+//   dlogits[r, j] = (exp(logits[r, j] - lse[r]) - [j == target[r]]) * grad[r] * scale
+// grad is a 0-dim tensor (the gradient of a reduced loss, the same for every row) or one
+// value per row (reduction None); scale is 1/count for a mean, 1 otherwise. Ignored rows get
+// a zero gradient. Targets outside [0, V) other than ignore_index throw, naming the target,
+// its row and V. Row sums are accumulated in double; the loss has the logits' dtype.
+#pragma once
+
+#include <cstdint>
+#include <tuple>
+
+#include "kernels/dispatch.h"
+
+namespace hymba::kernels {
+
+// How per-row losses become the op's output: one value per row (None), their sum, or their
+// mean over counted (non-ignored) rows, which is 0 when no row counts.
+enum class LossReduction { None, Sum, Mean };
+
+struct CrossEntropyForward {
+  Tensor loss;        // 0-dim for Sum/Mean; targets' shape (0 where ignored) for None
+  // Per-row log-sum-exp, saved for backward, as (..., 2) = [row max, log sum exp(x - max)]
+  // (lse = their sum). Split so that an f32 lse keeps full precision at logits of magnitude
+  // 1e4, where one f32 ulp is 1e-3. f64 for f64 logits, f32 otherwise.
+  Tensor stats;
+  int64_t count = 0;  // rows whose target is not ignore_index
+};
+
+namespace cpu {
+Tensor softmax_forward(const Tensor& x, int64_t dim);
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+Tensor log_softmax_forward(const Tensor& x, int64_t dim);
+Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                          LossReduction reduction);
+Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
+                              int64_t ignore_index, double scale);
+}  // namespace cpu
+
+inline Tensor softmax_forward(const Tensor& x, int64_t dim = -1) {
+  return HYMBA_DISPATCH_CPU_ONLY(x.device(), softmax_forward, x, dim);
+}
+inline Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim = -1) {
+  return HYMBA_DISPATCH_CPU_ONLY(y.device(), softmax_backward, dy, y, dim);
+}
+inline Tensor log_softmax_forward(const Tensor& x, int64_t dim = -1) {
+  return HYMBA_DISPATCH_CPU_ONLY(x.device(), log_softmax_forward, x, dim);
+}
+inline Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim = -1) {
+  return HYMBA_DISPATCH_CPU_ONLY(y.device(), log_softmax_backward, dy, y, dim);
+}
+inline CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets,
+                                                 int64_t ignore_index = -100,
+                                                 LossReduction reduction = LossReduction::Mean) {
+  return HYMBA_DISPATCH_CPU_ONLY(logits.device(), cross_entropy_forward, logits, targets, ignore_index, reduction);
+}
+inline Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets,
+                                     const Tensor& stats, int64_t ignore_index, double scale) {
+  return HYMBA_DISPATCH_CPU_ONLY(logits.device(), cross_entropy_backward, grad, logits, targets, stats,
+                                 ignore_index, scale);
+}
+
+}  // namespace hymba::kernels

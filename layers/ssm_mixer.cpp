@@ -1,0 +1,61 @@
+#include "layers/ssm_mixer.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+
+namespace hymba {
+
+void SSMBranch::build(Module& owner, const ModelConfig& cfg, Generator* gen) {
+  inner = cfg.ssm_inner();
+  d_state = cfg.ssm.d_state;
+  dt_rank = cfg.ssm.dt_rank;
+  std::vector<float> a(size_t(inner * d_state));
+  for (int64_t d = 0; d < inner; ++d)
+    for (int64_t n = 0; n < d_state; ++n) a[size_t(d * d_state + n)] = float(std::log(double(n + 1)));
+  A_log = owner.register_parameter("A_log", from_vector<float>(a, {inner, d_state}));
+  D = owner.register_parameter("D", ones({inner}));
+  conv1d = owner.register_module(
+      "conv1d", std::make_shared<CausalConv1d>(inner, cfg.ssm.d_conv, cfg.ssm.conv_bias, gen, cfg.init_std));
+  x_proj = owner.register_module("x_proj",
+                                 std::make_shared<Linear>(inner, dt_rank + 2 * d_state, false, gen, cfg.init_std));
+  dt_proj = owner.register_module("dt_proj", std::make_shared<Linear>(dt_rank, inner, true, gen, cfg.init_std));
+  if (cfg.ssm.inner_layernorms) {
+    dt_layernorm = owner.register_module("dt_layernorm", std::make_shared<RMSNorm>(dt_rank, cfg.norm_eps));
+    B_layernorm = owner.register_module("B_layernorm", std::make_shared<RMSNorm>(d_state, cfg.norm_eps));
+    C_layernorm = owner.register_module("C_layernorm", std::make_shared<RMSNorm>(d_state, cfg.norm_eps));
+  }
+}
+
+Tensor SSMBranch::forward(const Tensor& x, const Tensor& z) const {
+  HYMBA_CHECK(x.dim() == 3 && x.size(2) == inner && z.shape() == x.shape(), "ssm: expected x and z (B, T, ", inner,
+              "), got ", shape_str(x.shape()), " and ", shape_str(z.shape()));
+  Tensor xc = conv1d->forward(transpose(x, 1, 2), /*silu=*/true);  // (B, I, T)
+  auto parts = split(x_proj->forward(transpose(xc, 1, 2)), {dt_rank, d_state, d_state}, -1);
+  Tensor dt_r = parts[0], Bm = parts[1], Cm = parts[2];
+  if (dt_layernorm) {
+    dt_r = dt_layernorm->forward(dt_r);
+    Bm = B_layernorm->forward(Bm);
+    Cm = C_layernorm->forward(Cm);
+  }
+  // dt_proj's bias is not added here: the scan adds it before the softplus (delta_bias).
+  Tensor dt = linear(dt_r, dt_proj->weight);  // (B, T, I)
+  Tensor y = selective_scan(xc, transpose(dt, 1, 2), neg(exp(A_log)), transpose(Bm, 1, 2), transpose(Cm, 1, 2), D,
+                            transpose(z, 1, 2), dt_proj->bias, /*delta_softplus=*/true);
+  return transpose(y, 1, 2);  // (B, T, I)
+}
+
+MambaMixer::MambaMixer(const ModelConfig& cfg, int64_t li, Generator* gen) : layer(li), hidden(cfg.hidden_size) {
+  in_proj = register_module("in_proj", std::make_shared<Linear>(hidden, 2 * cfg.ssm_inner(), false, gen, cfg.init_std));
+  ssm.build(*this, cfg, gen);
+  out_proj = register_module("out_proj", std::make_shared<Linear>(cfg.ssm_inner(), hidden, false, gen, cfg.init_std));
+}
+
+Tensor MambaMixer::forward(const Tensor& u, KVStore&) const {
+  HYMBA_CHECK(u.dim() == 3 && u.size(2) == hidden, "MambaMixer (layer ", layer, "): expected (B, T, ", hidden,
+              "), got ", shape_str(u.shape()));
+  auto xz = split(in_proj->forward(u), {ssm.inner, ssm.inner}, -1);
+  return out_proj->forward(ssm.forward(xz[0], xz[1]));
+}
+
+}  // namespace hymba

@@ -1,0 +1,152 @@
+// Gradients of softmax, log_softmax and cross_entropy by finite differences (float64): every
+// dim, size-1 dims, strided logits, ignore_index, every reduction, the all-ignored case.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "autograd/ops/softmax_xent.h"
+#include "core/rng.h"
+
+using namespace hymba;
+using autograd::gradcheck;
+using ::testing::HasSubstr;
+
+namespace {
+Tensor param(const Shape& s, Generator& g, double lo = -3, double hi = 3) {
+  Tensor t = rand(s, DType::F64, &g, lo, hi);
+  t.set_requires_grad(true);
+  return t;
+}
+Tensor strided_param(const Shape& s, Generator& g) {
+  Tensor base = rand({s[1], s[0]}, DType::F64, &g, -3, 3);
+  Tensor t;
+  {
+    NoGradGuard ng;
+    t = base.t();
+  }
+  t.set_requires_grad(true);
+  return t;
+}
+}  // namespace
+
+// gradcheck tolerances: its defaults (atol 1e-6, rtol 1e-4, step 1e-6).
+TEST(SoftmaxGrad, EveryDimWithSizeOneDims) {
+  Generator g(1);
+  for (Shape s : {Shape{2, 3, 4}, Shape{1, 4, 1}, Shape{5}, Shape{}}) {
+    int64_t nd = std::max<int64_t>(int64_t(s.size()), 1);
+    for (int64_t dim = -nd; dim < nd; ++dim) {
+      Tensor x = param(s, g);
+      auto r = gradcheck([dim](const std::vector<Tensor>& in) { return softmax(in[0], dim); }, {x});
+      EXPECT_TRUE(r.ok) << "softmax " << shape_str(s) << " dim " << dim << ": " << r.message;
+      r = gradcheck([dim](const std::vector<Tensor>& in) { return log_softmax(in[0], dim); }, {x});
+      EXPECT_TRUE(r.ok) << "log_softmax " << shape_str(s) << " dim " << dim << ": " << r.message;
+    }
+  }
+}
+
+TEST(SoftmaxGrad, StridedInput) {
+  Generator g(2);
+  Tensor x = strided_param({4, 5}, g);
+  for (int64_t dim : {0, 1}) {
+    auto r = gradcheck([dim](const std::vector<Tensor>& in) { return softmax(in[0], dim); }, {x});
+    EXPECT_TRUE(r.ok) << "softmax dim " << dim << ": " << r.message;
+    r = gradcheck([dim](const std::vector<Tensor>& in) { return log_softmax(in[0], dim); }, {x});
+    EXPECT_TRUE(r.ok) << "log_softmax dim " << dim << ": " << r.message;
+  }
+}
+
+TEST(CrossEntropyGrad, EveryReductionWithIgnoredRows) {
+  Generator g(3);
+  Tensor logits = param({6, 5}, g);
+  Tensor targets = from_vector<int64_t>({0, -100, 4, 2, -100, 1}, {6});
+  for (LossReduction red : {LossReduction::Mean, LossReduction::Sum, LossReduction::None}) {
+    auto r = gradcheck(
+        [red](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1], -100, red); }, {logits, targets});
+    EXPECT_TRUE(r.ok) << "reduction " << int(red) << ": " << r.message;
+  }
+  // i32 targets and a different ignore_index.
+  Tensor t32 = from_vector<int32_t>({3, 3, 0, 2, 1, 3}, {6});
+  auto r = gradcheck([](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1], 3); }, {logits, t32});
+  EXPECT_TRUE(r.ok) << "ignore_index 3: " << r.message;
+}
+
+TEST(CrossEntropyGrad, LeadingDimsSizeOneDimsAndStridedLogits) {
+  Generator g(4);
+  Tensor l3 = param({2, 1, 4}, g);
+  Tensor t3 = from_vector<int64_t>({3, 0}, {2, 1});
+  auto r = gradcheck([](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1]); }, {l3, t3});
+  EXPECT_TRUE(r.ok) << "3-d: " << r.message;
+  Tensor l1 = param({1, 1}, g);  // one row, one class: loss 0, gradient 0
+  Tensor t1 = from_vector<int64_t>({0}, {1});
+  r = gradcheck([](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1]); }, {l1, t1});
+  EXPECT_TRUE(r.ok) << "1x1: " << r.message;
+  Tensor ls = strided_param({5, 3}, g);  // (5, 3), class dim strided
+  Tensor ts = from_vector<int64_t>({2, 0, -100, 1, 1}, {5});
+  r = gradcheck([](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1], -100, LossReduction::None); },
+                {ls, ts});
+  EXPECT_TRUE(r.ok) << "strided: " << r.message;
+}
+
+TEST(CrossEntropyGrad, AllIgnoredIsZeroWithZeroGradient) {
+  Tensor logits = randn({3, 4}, DType::F64);
+  logits.set_requires_grad(true);
+  Tensor targets = full({3}, -100, DType::I64);
+  Tensor loss = cross_entropy(logits, targets);
+  EXPECT_EQ(loss.item(), 0.0);
+  loss.backward();
+  EXPECT_EQ(logits.grad().to_vector<double>(), std::vector<double>(12, 0.0));
+}
+
+TEST(CrossEntropyGrad, AgreesWithLogSoftmaxAndHugeLogitsStayFinite) {
+  Generator g(5);
+  Tensor logits = param({4, 7}, g);
+  std::vector<int64_t> tv = {6, 0, 3, 3};
+  Tensor targets = from_vector<int64_t>(tv, {4});
+  std::vector<double> lsm = log_softmax(logits).to_vector<double>();
+  double ref = 0;
+  for (int i = 0; i < 4; ++i) ref -= lsm[size_t(i * 7 + tv[size_t(i)])] / 4;
+  EXPECT_NEAR(cross_entropy(logits, targets).item(), ref, 1e-14);
+  // Logits of magnitude 1e4: the loss and its gradient are finite and the gradient rows
+  // sum to 0.
+  Tensor big;
+  {
+    NoGradGuard ng;
+    big = randn({4, 7}, DType::F64, &g, 0.0, 1e4);
+  }
+  big.set_requires_grad(true);
+  Tensor loss = cross_entropy(big, targets);
+  EXPECT_TRUE(std::isfinite(loss.item()));
+  loss.backward();
+  std::vector<double> d = big.grad().to_vector<double>();
+  for (int i = 0; i < 4; ++i) {
+    double s = 0;
+    for (int j = 0; j < 7; ++j) {
+      EXPECT_TRUE(std::isfinite(d[size_t(i * 7 + j)]));
+      s += d[size_t(i * 7 + j)];
+    }
+    EXPECT_NEAR(s, 0.0, 1e-15);
+  }
+}
+
+TEST(CrossEntropyGrad, NodesAndErrors) {
+  Generator g(6);
+  Tensor logits = param({2, 3}, g);
+  Tensor targets = from_vector<int64_t>({0, 2}, {2});
+  Tensor loss = cross_entropy(logits, targets);
+  EXPECT_EQ(loss.dim(), 0);
+  EXPECT_STREQ(loss.grad_fn()->name(), "CrossEntropyBackward");
+  EXPECT_EQ(loss.grad_fn()->next_edges.size(), 1u);
+  EXPECT_STREQ(softmax(logits).grad_fn()->name(), "SoftmaxBackward");
+  EXPECT_STREQ(log_softmax(logits).grad_fn()->name(), "LogSoftmaxBackward");
+  try {
+    cross_entropy(logits, from_vector<int64_t>({0, 3}, {2}));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cross_entropy"));
+    EXPECT_THAT(e.what(), HasSubstr("target 3"));
+    EXPECT_THAT(e.what(), HasSubstr("3 classes"));
+  }
+}
