@@ -20,9 +20,8 @@ struct Case {
 };
 
 std::string name(const Case& c) {
-  return "B" + std::to_string(c.B) + " D" + std::to_string(c.D) + " N" + std::to_string(c.N) + " L" +
-         std::to_string(c.L) + " chunk" + std::to_string(c.chunk) + (c.use_z ? " z" : "") +
-         (c.softplus ? " softplus" : "") + " bias" + std::to_string(c.bias);
+  return hymba::str("B", c.B, " D", c.D, " N", c.N, " L", c.L, " chunk", c.chunk, c.use_z ? " z" : "",
+                    c.softplus ? " softplus" : "", " bias", c.bias);
 }
 
 Tensor param(Tensor t) {
