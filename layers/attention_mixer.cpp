@@ -1,6 +1,10 @@
 #include "layers/attention_mixer.h"
 
+#include <algorithm>
+
 #include "autograd/ops.h"
+#include "kernels/attention.h"
+#include "kernels/rope.h"
 
 namespace hymba {
 
@@ -52,9 +56,59 @@ Tensor AttentionBranch::forward(const Tensor& q_in, const Tensor& k_in, const Te
       if (store.kv.size() <= size_t(layer)) store.kv.resize(size_t(layer) + 1);
       store.kv[size_t(layer)] = {k, v};
     }
+    if (store.capture) {
+      LayerCache& c = store.capture->layers.at(size_t(layer));
+      c.k = k.detach();
+      c.v = v.detach();
+    }
   }
   Tensor o = attention(q, k, v, window, num_meta);  // (B, Hq, T, dv), scale 1/sqrt(dk)
   return reshape(permute(o, {0, 2, 1, 3}), {B, T, num_heads * v_head_dim});
+}
+
+namespace {
+// RoPE of x (B, H, 1, d) with row b at position pos[b]: the rope kernel takes one offset, and
+// the rows of a left-padded batch sit at different positions.
+Tensor rope_rows(const Tensor& x, double base, const std::vector<int64_t>& pos) {
+  const int64_t B = x.size(0);
+  if (std::all_of(pos.begin(), pos.end(), [&](int64_t p) { return p == pos[0]; }))
+    return kernels::rope_forward(x, base, pos[0]);
+  std::vector<Tensor> rows;
+  for (int64_t b = 0; b < B; ++b) rows.push_back(kernels::rope_forward(x.narrow(0, b, 1), base, pos[size_t(b)]));
+  return cat(rows, 0);
+}
+}  // namespace
+
+Tensor AttentionBranch::decode(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                               InferenceCache& cache) const {
+  const int64_t B = cache.batch();
+  HYMBA_CHECK(q_in.dim() == 3 && q_in.size(0) == B && q_in.size(1) == 1 && q_in.size(2) == num_heads * head_dim,
+              "attention decode (layer ", layer, "): expected q (", B, ", 1, ", num_heads * head_dim, "), got ",
+              shape_str(q_in.shape()));
+  Tensor q = rope_rows(heads(q_in, num_heads, head_dim), rope_base, cache.pos);
+  const size_t src = size_t(kv_producer >= 0 ? kv_producer : layer);
+  if (kv_producer < 0) {
+    HYMBA_CHECK(k_in.defined() && v_in.defined(), "attention decode (layer ", layer, "): missing k or v");
+    Tensor k = rope_rows(heads(k_in, num_kv_heads, head_dim), rope_base, cache.pos);
+    Tensor v = heads(v_in, num_kv_heads, v_head_dim);
+    for (int64_t b = 0; b < B; ++b) cache.write_kv(src, b, k.select(0, b), v.select(0, b), cache.pos[size_t(b)]);
+  }
+  const LayerCache& c = cache.layers.at(src);
+  HYMBA_CHECK(c.has_kv, "attention decode (layer ", layer, "): layer ", src, " keeps no KV cache");
+  kernels::AttentionParams p;
+  p.window = window;
+  p.num_meta = num_meta;
+  Tensor o = kernels::attention_decode(q, c.k, c.v, cache.query_positions().to(q.device()),
+                                       c.k_pos.to(q.device()), p);  // (B, Hq, 1, dv)
+  return reshape(permute(o, {0, 2, 1, 3}), {B, 1, num_heads * v_head_dim});
+}
+
+Tensor AttentionMixer::decode(const Tensor& u, InferenceCache& cache) const {
+  Tensor P = in_proj->forward(u);
+  if (attn.kv_producer >= 0) return out_proj->forward(attn.decode(P, Tensor(), Tensor(), cache));
+  auto p = split(P, {attn.num_heads * attn.head_dim, attn.num_kv_heads * attn.head_dim,
+                     attn.num_kv_heads * attn.v_head_dim}, -1);
+  return out_proj->forward(attn.decode(p[0], p[1], p[2], cache));
 }
 
 AttentionMixer::AttentionMixer(const ModelConfig& cfg, int64_t li, Generator* gen)

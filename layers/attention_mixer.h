@@ -35,6 +35,10 @@ struct AttentionBranch {
   // strides with a unit last stride (slices of the fused projection). -> (B, T, Hq*dv),
   // head-major.
   Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v, KVStore& store) const;
+  // One decode step: q (B, 1, Hq*dk), k and v (B, 1, ...) or undefined for a consumer, at
+  // positions cache.pos; appends k, v to this layer's cache (producer/standalone) and
+  // attends over it (or the producer's) with kernels::attention_decode. -> (B, 1, Hq*dv).
+  Tensor decode(const Tensor& q, const Tensor& k, const Tensor& v, InferenceCache& cache) const;
 };
 
 class AttentionMixer : public Mixer {
@@ -42,6 +46,7 @@ class AttentionMixer : public Mixer {
   AttentionMixer(const ModelConfig& cfg, int64_t layer_index, Generator* gen);
   std::string type_name() const override { return "AttentionMixer"; }
   Tensor forward(const Tensor& u, KVStore& store) const override;
+  Tensor decode(const Tensor& u, InferenceCache& cache) const override;
 
   AttentionBranch attn;
   int64_t hidden;

@@ -31,4 +31,10 @@ Tensor DecoderLayer::forward(const Tensor& x, KVStore& store) const {
   return h + mlp->forward(pre_mlp_layernorm->forward(h));
 }
 
+Tensor DecoderLayer::decode(const Tensor& x, InferenceCache& cache) const {
+  Tensor h = x + mixer->decode(input_layernorm->forward(x), cache);
+  if (!mlp) return h;
+  return h + mlp->forward(pre_mlp_layernorm->forward(h));
+}
+
 }  // namespace hymba

@@ -16,6 +16,8 @@ class DecoderLayer : public Module {
   DecoderLayer(const ModelConfig& cfg, int64_t layer_index, Generator* gen);
   std::string type_name() const override;
   Tensor forward(const Tensor& x, KVStore& store) const;
+  // One generation step, x (B, 1, hidden) (see Mixer::decode).
+  Tensor decode(const Tensor& x, InferenceCache& cache) const;
 
   int64_t layer;
   BlockKind kind;

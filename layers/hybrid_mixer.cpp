@@ -34,10 +34,32 @@ Tensor HybridMixer::forward(const Tensor& u, KVStore& store) const {
     x = p[3];
     z = p[4];
   }
-  Tensor y = ssm.forward(x, z);
+  Tensor y = ssm.forward(x, z, store.capture ? &store.capture->layers.at(size_t(attn.layer)) : nullptr);
+  return fuse(o, y);
+}
+
+Tensor HybridMixer::fuse(const Tensor& o, const Tensor& y) const {
   Tensor a = pre_avg_layernorm1->forward(o), s = pre_avg_layernorm2->forward(y);
   Tensor fused = fusion == Fusion::Mean ? (a + s) * 0.5 : cat({a, s}, -1);
   return out_proj->forward(fused);
+}
+
+Tensor HybridMixer::decode(const Tensor& u, InferenceCache& cache) const {
+  Tensor P = in_proj->forward(u);
+  const int64_t I = ssm.inner, qw = attn.num_heads * attn.head_dim;
+  Tensor o, x, z;
+  if (attn.kv_producer >= 0) {
+    auto p = split(P, {qw, I, I}, -1);
+    o = attn.decode(p[0], Tensor(), Tensor(), cache);
+    x = p[1];
+    z = p[2];
+  } else {
+    auto p = split(P, {qw, attn.num_kv_heads * attn.head_dim, attn.num_kv_heads * attn.v_head_dim, I, I}, -1);
+    o = attn.decode(p[0], p[1], p[2], cache);
+    x = p[3];
+    z = p[4];
+  }
+  return fuse(o, ssm.decode(x, z, cache.layers.at(size_t(attn.layer))));
 }
 
 }  // namespace hymba

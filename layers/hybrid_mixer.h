@@ -19,6 +19,7 @@ class HybridMixer : public Mixer {
   HybridMixer(const ModelConfig& cfg, int64_t layer_index, Generator* gen);
   std::string type_name() const override { return "HybridMixer"; }
   Tensor forward(const Tensor& u, KVStore& store) const override;
+  Tensor decode(const Tensor& u, InferenceCache& cache) const override;
 
   int64_t hidden;
   Fusion fusion;
@@ -26,6 +27,9 @@ class HybridMixer : public Mixer {
   SSMBranch ssm;
   std::shared_ptr<Linear> in_proj, out_proj;
   std::shared_ptr<RMSNorm> pre_avg_layernorm1, pre_avg_layernorm2;  // attention side, SSM side
+
+ private:
+  Tensor fuse(const Tensor& o, const Tensor& y) const;  // norms, mean or concat, out_proj
 };
 
 }  // namespace hymba

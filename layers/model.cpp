@@ -27,9 +27,13 @@ void Model::check_ids(const Tensor& ids) const {
 
 Tensor Model::hidden_states(const Tensor& ids) const {
   check_ids(ids);
+  KVStore store(size_t(cfg_.num_layers));
+  return run_layers(ids, store);
+}
+
+Tensor Model::run_layers(const Tensor& ids, KVStore& store) const {
   const int64_t M = cfg_.num_meta_tokens;
   Tensor x = M > 0 ? embed_with_meta(embed_tokens->weight, ids, memory_tokens) : embed_tokens->forward(ids);
-  KVStore store(size_t(cfg_.num_layers));
   for (size_t i = 0; i < layers->size(); ++i) x = layers->at<DecoderLayer>(i)->forward(x, store);
   // RMSNorm is per position, so dropping the meta rows first gives the same result cheaper.
   if (M > 0) x = drop_meta(x, M);
@@ -51,6 +55,63 @@ Tensor Model::loss(const Tensor& ids, const Tensor& targets) const {
   HYMBA_CHECK(targets.defined() && targets.shape() == ids.shape(), "Model::loss: targets ",
               targets.defined() ? shape_str(targets.shape()) : "undefined", " must match ids ", shape_str(ids.shape()));
   return cross_entropy(forward(ids), targets, -100);
+}
+
+Tensor Model::prefill(const Tensor& ids, InferenceCache& cache, const std::vector<int64_t>& lengths) const {
+  check_ids(ids);
+  NoGradGuard ng;
+  const int64_t B = ids.size(0), L = ids.size(1), M = cfg_.num_meta_tokens, H = cfg_.hidden_size;
+  std::vector<int64_t> len = lengths.empty() ? std::vector<int64_t>(size_t(B), L) : lengths;
+  HYMBA_CHECK(int64_t(len.size()) == B, "Model::prefill: ", len.size(), " lengths for ids ", shape_str(ids.shape()));
+  for (int64_t n : len)
+    HYMBA_CHECK(n >= 1 && n <= L, "Model::prefill: prompt length ", n, " outside 1..", L, " for ids ",
+                shape_str(ids.shape()));
+  cache = InferenceCache(cfg_, B, head_weight().dtype(), head_weight().device());
+  std::vector<Tensor> last(static_cast<size_t>(B));
+  std::vector<bool> done(size_t(B), false);
+  for (int64_t b0 = 0; b0 < B; ++b0) {
+    if (done[size_t(b0)]) continue;
+    // One forward for every row of this length: no pad ever enters the computation.
+    const int64_t n = len[size_t(b0)];
+    std::vector<int64_t> rows;
+    for (int64_t b = b0; b < B; ++b)
+      if (!done[size_t(b)] && len[size_t(b)] == n) rows.push_back(b), done[size_t(b)] = true;
+    Tensor sub = empty({int64_t(rows.size()), n}, ids.dtype());
+    for (size_t r = 0; r < rows.size(); ++r) sub.select(0, int64_t(r)).copy_(ids.select(0, rows[r]).narrow(0, L - n, n));
+    InferenceCache cap;
+    cap.layers.resize(cfg_.layers.size());
+    KVStore store(size_t(cfg_.num_layers));
+    store.capture = &cap;
+    Tensor h = run_layers(sub, store);  // (R, n, H)
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t b = rows[r];
+      for (size_t li = 0; li < cache.layers.size(); ++li) {
+        const LayerCache& c = cap.layers[li];
+        if (cache.layers[li].has_kv) cache.write_kv(li, b, c.k.select(0, int64_t(r)), c.v.select(0, int64_t(r)), 0);
+        if (cache.layers[li].has_ssm)
+          cache.write_ssm(li, b, c.conv_state.select(0, int64_t(r)), c.ssm_state.select(0, int64_t(r)));
+      }
+      cache.pos[size_t(b)] = M + n;
+      last[size_t(b)] = h.select(0, int64_t(r)).narrow(0, n - 1, 1).reshape({1, H});
+    }
+  }
+  return linear(cat(last, 0), head_weight());
+}
+
+Tensor Model::decode_step(const Tensor& ids, InferenceCache& cache) const {
+  HYMBA_CHECK(!cache.empty() && cache.layers.size() == cfg_.layers.size(),
+              "Model::decode_step: the cache was not filled by Model::prefill of this model");
+  HYMBA_CHECK(ids.defined() && ids.dim() == 1 && ids.size(0) == cache.batch() &&
+                  (ids.dtype() == DType::I32 || ids.dtype() == DType::I64),
+              "Model::decode_step: expected ids (", cache.batch(), ") of i32 or i64, got ",
+              ids.defined() ? ids.meta_str() : "undefined");
+  NoGradGuard ng;
+  const int64_t B = cache.batch();
+  Tensor x = embed_tokens->forward(ids.reshape({B, 1}));
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<DecoderLayer>(i)->decode(x, cache);
+  x = final_layernorm->forward(x);
+  for (int64_t& p : cache.pos) ++p;
+  return linear(x, head_weight()).reshape({B, cfg_.vocab_size});
 }
 
 }  // namespace hymba

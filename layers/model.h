@@ -29,9 +29,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "layers/basic.h"
 #include "layers/block.h"
+#include "layers/inference_cache.h"
 #include "layers/model_config.h"
 
 namespace hymba {
@@ -53,6 +55,18 @@ class Model : public Module {
   // (-100 ignores it; SFT masks prompts this way).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
 
+  // ---- generation (no graph; caches in layers/inference_cache.h) ----
+  // Prefill: ids (B, L), left-padded: row b's prompt is its last lengths[b] ids (lengths
+  // empty: every row is all L ids; each length in 1..L). Runs the meta tokens and the prompts,
+  // replaces `cache` with a filled cache for B rows and returns the logits (B, vocab) of each
+  // row's last prompt token. Rows of equal length run as one batch; rows of different
+  // lengths run separately, so pads never reach a row's attention keys or its conv and scan
+  // states and a padded row decodes exactly as it would alone.
+  Tensor prefill(const Tensor& ids, InferenceCache& cache, const std::vector<int64_t>& lengths = {}) const;
+  // One token per row, ids (B) i32/i64 -> logits (B, vocab); advances cache.pos by one.
+  // Attention costs O(M + W) per token in sliding-window layers, O(M + position) in full ones.
+  Tensor decode_step(const Tensor& ids, InferenceCache& cache) const;
+
   const ModelConfig& config() const { return cfg_; }
   const Tensor& head_weight() const { return lm_head ? lm_head->weight : embed_tokens->weight; }
 
@@ -64,6 +78,8 @@ class Model : public Module {
 
  private:
   void check_ids(const Tensor& ids) const;
+  // The layers and final norm over ids (B, L) -> (B, L, hidden), meta outputs dropped.
+  Tensor run_layers(const Tensor& ids, KVStore& store) const;
   ModelConfig cfg_;
 };
 

@@ -1,5 +1,6 @@
 #include "layers/ssm_mixer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/ops.h"
@@ -27,7 +28,7 @@ void SSMBranch::build(Module& owner, const ModelConfig& cfg, Generator* gen) {
   }
 }
 
-Tensor SSMBranch::forward(const Tensor& x, const Tensor& z) const {
+Tensor SSMBranch::forward(const Tensor& x, const Tensor& z, LayerCache* capture) const {
   HYMBA_CHECK(x.dim() == 3 && x.size(2) == inner && z.shape() == x.shape(), "ssm: expected x and z (B, T, ", inner,
               "), got ", shape_str(x.shape()), " and ", shape_str(z.shape()));
   Tensor xc = conv1d->forward(transpose(x, 1, 2), /*silu=*/true);  // (B, I, T)
@@ -40,9 +41,41 @@ Tensor SSMBranch::forward(const Tensor& x, const Tensor& z) const {
   }
   // dt_proj's bias is not added here: the scan adds it before the softplus (delta_bias).
   Tensor dt = linear(dt_r, dt_proj->weight);  // (B, T, I)
+  if (capture) {
+    auto [y, state] = selective_scan_with_state(xc, transpose(dt, 1, 2), neg(exp(A_log)), transpose(Bm, 1, 2),
+                                                transpose(Cm, 1, 2), D, transpose(z, 1, 2), dt_proj->bias, true);
+    NoGradGuard ng;
+    const int64_t T = x.size(1), keep = conv1d->width - 1, n = std::min(T, keep);
+    Tensor xt = x.detach().transpose(1, 2);  // (B, I, T)
+    capture->conv_state = zeros({x.size(0), inner, keep}, TensorOptions(x.dtype(), x.device()));
+    if (n > 0) capture->conv_state.narrow(2, keep - n, n).copy_(xt.narrow(2, T - n, n));
+    capture->ssm_state = state.detach();
+    return transpose(y, 1, 2);
+  }
   Tensor y = selective_scan(xc, transpose(dt, 1, 2), neg(exp(A_log)), transpose(Bm, 1, 2), transpose(Cm, 1, 2), D,
                             transpose(z, 1, 2), dt_proj->bias, /*delta_softplus=*/true);
   return transpose(y, 1, 2);  // (B, T, I)
+}
+
+Tensor SSMBranch::decode(const Tensor& x, const Tensor& z, LayerCache& c) const {
+  HYMBA_CHECK(x.dim() == 3 && x.size(1) == 1 && x.size(2) == inner && z.shape() == x.shape(),
+              "ssm decode: expected x and z (B, 1, ", inner, "), got ", shape_str(x.shape()), " and ",
+              shape_str(z.shape()));
+  HYMBA_CHECK(c.has_ssm && c.conv_state.size(0) == x.size(0), "ssm decode: cache for batch ",
+              c.conv_state.defined() ? c.conv_state.size(0) : 0, " but x is ", shape_str(x.shape()));
+  Tensor x2 = x.select(1, 0).contiguous(), z2 = z.select(1, 0).contiguous();  // (B, I)
+  Tensor xc = causal_conv1d_step(c.conv_state, x2, conv1d->weight, conv1d->bias, /*silu=*/true);
+  auto parts = split(x_proj->forward(xc), {dt_rank, d_state, d_state}, -1);
+  Tensor dt_r = parts[0], Bm = parts[1], Cm = parts[2];
+  if (dt_layernorm) {
+    dt_r = dt_layernorm->forward(dt_r);
+    Bm = B_layernorm->forward(Bm);
+    Cm = C_layernorm->forward(Cm);
+  }
+  Tensor dt = linear(dt_r, dt_proj->weight);  // (B, I)
+  Tensor y = selective_scan_step(c.ssm_state, xc, dt, neg(exp(A_log)), Bm.contiguous(), Cm.contiguous(), D, z2,
+                                 dt_proj->bias, /*delta_softplus=*/true);
+  return y.unsqueeze(1);  // (B, 1, I)
 }
 
 MambaMixer::MambaMixer(const ModelConfig& cfg, int64_t li, Generator* gen) : layer(li), hidden(cfg.hidden_size) {
@@ -51,11 +84,17 @@ MambaMixer::MambaMixer(const ModelConfig& cfg, int64_t li, Generator* gen) : lay
   out_proj = register_module("out_proj", std::make_shared<Linear>(cfg.ssm_inner(), hidden, false, gen, cfg.init_std));
 }
 
-Tensor MambaMixer::forward(const Tensor& u, KVStore&) const {
+Tensor MambaMixer::forward(const Tensor& u, KVStore& store) const {
   HYMBA_CHECK(u.dim() == 3 && u.size(2) == hidden, "MambaMixer (layer ", layer, "): expected (B, T, ", hidden,
               "), got ", shape_str(u.shape()));
   auto xz = split(in_proj->forward(u), {ssm.inner, ssm.inner}, -1);
-  return out_proj->forward(ssm.forward(xz[0], xz[1]));
+  LayerCache* cap = store.capture ? &store.capture->layers.at(size_t(layer)) : nullptr;
+  return out_proj->forward(ssm.forward(xz[0], xz[1], cap));
+}
+
+Tensor MambaMixer::decode(const Tensor& u, InferenceCache& cache) const {
+  auto xz = split(in_proj->forward(u), {ssm.inner, ssm.inner}, -1);
+  return out_proj->forward(ssm.decode(xz[0], xz[1], cache.layers.at(size_t(layer))));
 }
 
 }  // namespace hymba

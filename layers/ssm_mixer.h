@@ -27,7 +27,11 @@ struct SSMBranch {
 
   // Registers A_log, D and the children conv1d, x_proj, dt_proj, [dt|B|C]_layernorm on owner.
   void build(Module& owner, const ModelConfig& cfg, Generator* gen);
-  Tensor forward(const Tensor& x, const Tensor& z) const;
+  // With `capture`, also stores the decode state after the last step: the conv input's last
+  // d_conv - 1 columns (zero-padded on the left for short inputs) and the scan's final state.
+  Tensor forward(const Tensor& x, const Tensor& z, LayerCache* capture = nullptr) const;
+  // One decode step: x, z (B, 1, I) -> (B, 1, I), advancing c.conv_state and c.ssm_state.
+  Tensor decode(const Tensor& x, const Tensor& z, LayerCache& c) const;
 };
 
 // Plain Mamba-1 block mixer: in_proj (hidden -> x | z), SSMBranch, out_proj (I -> hidden).
@@ -36,6 +40,7 @@ class MambaMixer : public Mixer {
   MambaMixer(const ModelConfig& cfg, int64_t layer_index, Generator* gen);
   std::string type_name() const override { return "MambaMixer"; }
   Tensor forward(const Tensor& u, KVStore& store) const override;
+  Tensor decode(const Tensor& u, InferenceCache& cache) const override;
 
   int64_t layer, hidden;
   std::shared_ptr<Linear> in_proj, out_proj;
