@@ -32,6 +32,25 @@ Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end
 
 DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
+// Row reductions, accumulated in double. Kept as separate functions: inlined into the
+// parallel loops below, GCC left some of these omp simd reductions scalar.
+template <typename T>
+[[gnu::noinline]] double sum_squares(const T* x, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += double(x[j]) * double(x[j]);
+  return s;
+}
+
+// Products are formed in T (one or two roundings per term) and summed in double.
+template <typename T>
+[[gnu::noinline]] double dot3(const T* a, const T* b, const T* c, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += double(a[j] * b[j] * c[j]);
+  return s;
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x_in, const Tensor& w_in, double eps) {
@@ -55,9 +74,7 @@ std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x_in, const Tensor& w_
       for (int64_t r = r0; r < r1; ++r) {
         const T* xr = px + r * d;
         T* yr = py + r * d;
-        double ss = 0;
-#pragma omp simd reduction(+ : ss)
-        for (int64_t j = 0; j < d; ++j) ss += double(xr[j]) * double(xr[j]);
+        const double ss = sum_squares(xr, d);
         const double rs = 1.0 / std::sqrt(ss / double(d) + eps);
         pr[r] = S(rs);
         const T rt = T(rs);
@@ -116,17 +133,20 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy_in, const Tensor& 
           const T* xr = px + r * d;
           const T* gr = pdy + r * d;
           const double rs = double(pr[r]);
-          if (pdx) {
-            double dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t j = 0; j < d; ++j) dot += double(pw[j]) * double(gr[j]) * double(xr[j]);
-            const T a = T(rs);
-            const T c = T(rs * rs * rs * dot * inv_d);
-            T* dxr = pdx + r * d;
+          // One pass for the row's dot product, one for dx and the dw partials together.
+          const double dot = pdx ? dot3(pw, gr, xr, d) : 0.0;
+          const T a = T(rs);
+          const T c = T(rs * rs * rs * dot * inv_d);
+          T* dxr = pdx ? pdx + r * d : nullptr;
+          if (dxr && acc) {
+            for (int64_t j = 0; j < d; ++j) {
+              dxr[j] = a * pw[j] * gr[j] - c * xr[j];
+              acc[j] += double(gr[j] * xr[j]) * rs;
+            }
+          } else if (dxr) {
             for (int64_t j = 0; j < d; ++j) dxr[j] = a * pw[j] * gr[j] - c * xr[j];
-          }
-          if (acc) {
-            for (int64_t j = 0; j < d; ++j) acc[j] += double(gr[j]) * double(xr[j]) * rs;
+          } else {
+            for (int64_t j = 0; j < d; ++j) acc[j] += double(gr[j] * xr[j]) * rs;
           }
         }
       }

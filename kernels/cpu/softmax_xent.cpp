@@ -38,21 +38,44 @@ T row_max(const T* x, int64_t n) {
   return m;
 }
 
-// sum_j exp(x[j] - m) in double; optionally stores the exponentials into e.
+// Row sums in double. Separate, non-inlined functions: inlined into the parallel loops,
+// GCC left some of these omp simd reductions scalar.
+
+// sum_j exp(x[j] - m).
 template <typename T>
-double row_sum_exp(const T* x, T m, int64_t n, T* e) {
+[[gnu::noinline]] double sum_exp(const T* x, T m, int64_t n) {
   double s = 0;
-  if (e) {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) {
-      T v = exp_nonpos(T(x[j] - m));
-      e[j] = v;
-      s += double(v);
-    }
-  } else {
+  for (int64_t j = 0; j < n; ++j) s += double(exp_nonpos(T(x[j] - m)));
+  return s;
+}
+
+// Stores e[j] = exp(x[j] - m) and returns their sum.
+template <typename T>
+[[gnu::noinline]] double store_exp_sum(const T* x, T m, int64_t n, T* e) {
+  double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += double(exp_nonpos(T(x[j] - m)));
+  for (int64_t j = 0; j < n; ++j) {
+    T v = exp_nonpos(T(x[j] - m));
+    e[j] = v;
+    s += double(v);
   }
+  return s;
+}
+
+template <typename T>
+[[gnu::noinline]] double sum_of(const T* x, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += double(x[j]);
+  return s;
+}
+
+template <typename T>
+[[gnu::noinline]] double dot(const T* a, const T* b, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += double(a[j]) * double(b[j]);
   return s;
 }
 
@@ -97,10 +120,10 @@ Tensor softmax_rows(const Tensor& x, bool log) {
         if (log) {
           // (x - m) - log(s) rather than x - lse: x - m is exact for the large entries, so
           // the result keeps full precision even when |x| is huge.
-          const T ls = T(std::log(row_sum_exp(xr, m, n, static_cast<T*>(nullptr))));
+          const T ls = T(std::log(sum_exp(xr, m, n)));
           for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - m) - ls;
         } else {
-          const T inv = T(1.0 / row_sum_exp(xr, m, n, yr));
+          const T inv = T(1.0 / store_exp_sum(xr, m, n, yr));
           for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
         }
       }
@@ -124,16 +147,11 @@ Tensor softmax_backward_rows(const Tensor& dy, const Tensor& y, bool log) {
         const T* g = pdy + r * n;
         const T* yr = py + r * n;
         T* d = pdx + r * n;
-        double s = 0;
         if (log) {
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = 0; j < n; ++j) s += double(g[j]);
-          const T st = T(s);
+          const T st = T(sum_of(g, n));
           for (int64_t j = 0; j < n; ++j) d[j] = g[j] - exp_nonpos(yr[j]) * st;
         } else {
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = 0; j < n; ++j) s += double(g[j]) * double(yr[j]);
-          const T st = T(s);
+          const T st = T(dot(g, yr, n));
           for (int64_t j = 0; j < n; ++j) d[j] = yr[j] * (g[j] - st);
         }
       }
@@ -254,7 +272,7 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits_in, const Tensor&
           }
           const T* xr = px + r * v;
           const T m = row_max(xr, v);
-          const double ls = std::log(row_sum_exp(xr, m, v, static_cast<T*>(nullptr)));
+          const double ls = std::log(sum_exp(xr, m, v));
           ps[2 * r] = S(m);
           ps[2 * r + 1] = S(ls);
           // loss = lse - x[t] = (m - x[t]) + log s, with m - x[t] >= 0 computed exactly in
