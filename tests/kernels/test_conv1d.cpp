@@ -74,8 +74,7 @@ struct Case {
 };
 
 std::string name(const Case& c) {
-  return "B" + std::to_string(c.B) + " C" + std::to_string(c.C) + " L" + std::to_string(c.L) + " W" +
-         std::to_string(c.W) + (c.bias ? " bias" : "") + (c.silu ? " silu" : "");
+  return hymba::str("B", c.B, " C", c.C, " L", c.L, " W", c.W, c.bias ? " bias" : "", c.silu ? " silu" : "");
 }
 
 std::vector<Case> cases() {
@@ -101,7 +100,7 @@ TEST(CausalConv1dKernel, ForwardAndBackwardMatchFloat64Definition) {
       Tensor dy = randn({c.B, c.C, c.L}, dt, &g);
       const auto dyv = dy.to_vector<double>();
       Ref r = reference(x, w, b, c.silu, &dyv);
-      const std::string what = name(c) + " " + dtype_name(dt);
+      const std::string what = hymba::str(name(c), " ", dtype_name(dt));
       expect_close(kernels::causal_conv1d_forward(x, w, b, c.silu).to_vector<double>(), r.y, tol, what + " y");
       auto [dx, dw, db] = kernels::causal_conv1d_backward(dy, x, w, b, c.silu);
       expect_close(dx.to_vector<double>(), r.dx, tol, what + " dx");

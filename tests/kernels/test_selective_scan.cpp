@@ -29,9 +29,8 @@ struct Config {
 };
 
 std::string name(const Config& c) {
-  return "B" + std::to_string(c.B) + " D" + std::to_string(c.D) + " N" + std::to_string(c.N) + " L" +
-         std::to_string(c.L) + " chunk" + std::to_string(c.chunk) + (c.use_z ? " z" : "") +
-         (c.softplus ? " softplus" : "") + (c.use_D ? " D" : "") + " bias" + std::to_string(c.bias);
+  return hymba::str("B", c.B, " D", c.D, " N", c.N, " L", c.L, " chunk", c.chunk, c.use_z ? " z" : "",
+                    c.softplus ? " softplus" : "", c.use_D ? " D" : "", " bias", c.bias);
 }
 
 // Model-like magnitudes: A negative (A = -exp(A_log)), delta after softplus around 0.05..1.

@@ -1,0 +1,166 @@
+// The training recipe parser: defaults, resolution of the global batch, --set overrides, and
+// errors that name the file, the line and the key.
+#include <gtest/gtest.h>
+#include <gmock/gmock.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "train/train_config.h"
+
+namespace hymba::train {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+const char* kModel = R"(
+  vocab_size: 64
+  hidden_size: 16
+  num_layers: 2
+  block: hybrid
+  num_heads: 2
+  num_kv_heads: 1
+  head_dim: 8
+  v_head_dim: 16
+  ssm: {d_state: 4, d_conv: 4, expand: 2, dt_rank: 2}
+  mlp: {intermediate_size: 32}
+  num_meta_tokens: 2
+  sliding_window: 4
+  full_attention_layers: [0]
+)";
+
+std::string recipe(const std::string& extra_run = "", const std::string& extra_optim = "") {
+  return std::string("model:") + kModel +
+         "data:\n  train: /nonexistent/data\n  seq_len: 16\n"
+         "optim:\n  lr: 0.01\n" + extra_optim +
+         "schedule: {kind: cosine, warmup_steps: 2}\n"
+         "run:\n  steps: 10\n  global_batch_tokens: 128\n  micro_batch: 4\n" + extra_run;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "<no UserError>";
+}
+
+TEST(TrainConfig, DefaultsAndResolvedBatch) {
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml");
+  EXPECT_EQ(c.model.vocab_size, 64);
+  EXPECT_EQ(c.data.seq_len, 16);
+  EXPECT_EQ(c.run.global_batch, 8);  // 128 tokens / 16
+  EXPECT_EQ(c.run.global_batch_tokens, 128);
+  EXPECT_EQ(c.run.micro_batch, 4);
+  EXPECT_EQ(c.accum_steps(), 2);
+  EXPECT_EQ(c.schedule.total_steps, 10);  // defaults to run.steps
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.01);
+  EXPECT_DOUBLE_EQ(c.schedule_params().peak_lr, 0.01);
+  EXPECT_EQ(c.data.mode, "random");
+  EXPECT_EQ(c.run.max_bad_steps, 5);
+  EXPECT_FALSE(c.optim.no_decay.empty());
+  EXPECT_EQ(c.data.val, "");  // the train path is not a directory: no default val
+}
+
+TEST(TrainConfig, DumpRoundTrips) {
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml", {"optim.lr=0.0025", "run.seed=7"});
+  std::string y = dump_train_config(c);
+  TrainConfig d = parse_train_config_string(y, "dumped.yaml");
+  EXPECT_EQ(dump_train_config(d), y);
+  EXPECT_DOUBLE_EQ(d.optim.lr, 0.0025);
+  EXPECT_EQ(d.run.seed, 7u);
+  EXPECT_EQ(d.run.global_batch, 8);
+}
+
+TEST(TrainConfig, SetOverridesAreTypeChecked) {
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml", {"run.steps=3", "optim.no_decay=[bias]",
+                                                                  "model.num_meta_tokens=4", "data.mode=packed"});
+  EXPECT_EQ(c.run.steps, 3);
+  EXPECT_EQ(c.model.num_meta_tokens, 4);
+  EXPECT_EQ(c.data.mode, "packed");
+  ASSERT_EQ(c.optim.no_decay.size(), 1u);
+  EXPECT_EQ(c.optim.no_decay[0], "bias");
+
+  std::string m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.steps=abc"}); });
+  EXPECT_THAT(m, HasSubstr("--set run.steps"));
+  EXPECT_THAT(m, HasSubstr("expected an integer"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"optim.nope=1"}); });
+  EXPECT_THAT(m, HasSubstr("optim.nope"));
+  EXPECT_THAT(m, HasSubstr("unknown key"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.steps"}); });
+  EXPECT_THAT(m, HasSubstr("expected key=value"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"optim.lr.x=1"}); });
+  EXPECT_THAT(m, HasSubstr("not a section"));
+}
+
+TEST(TrainConfig, ErrorsNameFileLineAndKey) {
+  std::string m = error_of([] { parse_train_config_string(recipe("", "  lrr: 2\n"), "r.yaml"); });
+  // "model:" and the model take lines 1-14, data 15-17, optim 18-20.
+  EXPECT_THAT(m, HasSubstr("r.yaml:"));
+  EXPECT_THAT(m, HasSubstr("optim.lrr"));
+  EXPECT_THAT(m, HasSubstr("unknown key"));
+  int line = std::stoi(m.substr(m.find(':') + 1));
+  EXPECT_EQ(line, 20) << m;
+
+  m = error_of([] { parse_train_config_string(recipe("  eval_every: often\n"), "r.yaml"); });
+  EXPECT_THAT(m, HasSubstr("run.eval_every"));
+  EXPECT_THAT(m, HasSubstr("expected an integer, got 'often'"));
+
+  m = error_of([] { parse_train_config_string(recipe("  global_batch: 8\n"), "r.yaml"); });
+  EXPECT_THAT(m, HasSubstr("not both"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.global_batch_tokens=100"}); });
+  EXPECT_THAT(m, HasSubstr("multiple of data.seq_len"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.micro_batch=3"}); });
+  EXPECT_THAT(m, HasSubstr("run.micro_batch"));
+  EXPECT_THAT(m, HasSubstr("divisor"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"data.mode=shuffled"}); });
+  EXPECT_THAT(m, HasSubstr("data.mode"));
+
+  m = error_of([] { parse_train_config_string("data: {train: x}\nrun: {steps: 1, global_batch: 1}\n", "r.yaml"); });
+  EXPECT_THAT(m, HasSubstr("model"));
+  EXPECT_THAT(m, HasSubstr("missing"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"schedule.warmup_steps=20"}); });
+  EXPECT_THAT(m, HasSubstr("schedule"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"model.hidden_size=-3"}); });
+  EXPECT_THAT(m, HasSubstr("hidden_size"));
+
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"extra.key=1"}); });
+  EXPECT_THAT(m, HasSubstr("extra"));
+}
+
+TEST(TrainConfig, ModelFileRelativeToRecipe) {
+  struct Dir {  // removed even when an assertion throws
+    fs::path p = fs::temp_directory_path() / ("hymba_tc_" + std::to_string(::getpid()));
+    ~Dir() { fs::remove_all(p); }
+  } tmp;
+  const fs::path& dir = tmp.p;
+  fs::create_directories(dir / "models");
+  {
+    std::ofstream(dir / "models" / "m.yaml") << kModel;
+    std::ofstream(dir / "recipe.yaml") << "model: models/m.yaml\ndata: {train: d, seq_len: 8}\n"
+                                          "run: {steps: 2, global_batch: 2}\n";
+  }
+  TrainConfig c = load_train_config((dir / "recipe.yaml").string(), {"model.num_layers=1"});
+  EXPECT_EQ(c.model.num_layers, 1);
+  EXPECT_EQ(fs::path(c.model_source).lexically_normal(), (dir / "models" / "m.yaml").lexically_normal());
+  EXPECT_EQ(c.run.micro_batch, 2);  // defaults to the global batch
+
+  std::string m = error_of([&] { load_train_config((dir / "missing.yaml").string()); });
+  EXPECT_THAT(m, HasSubstr("missing.yaml"));
+  {
+    std::ofstream(dir / "bad.yaml") << "model: models/m.yaml\nrun: [1, 2\n";
+  }
+  m = error_of([&] { load_train_config((dir / "bad.yaml").string()); });
+  EXPECT_THAT(m, HasSubstr("bad.yaml"));
+}
+
+}  // namespace
+}  // namespace hymba::train
