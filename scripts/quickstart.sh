@@ -26,7 +26,7 @@ DATA_DIR="${DATA_DIR:-data/brown}"
 BUDGET_MIN="${BUDGET_MIN:-8}"
 RECIPE=configs/train/tiny-hymba.yaml
 HYMBA="$BUILD_DIR/bin/hymba"
-BATCH_TOKENS=8192   # run.global_batch_tokens of the recipe
+BATCH_TOKENS=4096   # run.global_batch_tokens of the recipe
 
 log() { echo "quickstart: $*" >&2; }
 die() { echo "quickstart: error: $*" >&2; exit 1; }
@@ -61,7 +61,7 @@ if [ ! -f "$STEPS_FILE" ]; then
   CAL="$RUN_DIR/calibration"
   rm -rf "$CAL"
   "$HYMBA" train "$RECIPE" "${DATA_SETS[@]}" --set run.steps=3 --set schedule.warmup_steps=1 \
-    --set schedule.decay_fraction=0 --set run.eval_every=0 --set run.eval_batches=1 --set run.log_every=1 \
+    --set schedule.kind=constant --set run.eval_every=0 --set run.eval_batches=1 --set run.log_every=1 \
     --out "$CAL" >/dev/null 2>&1 || die "calibration run failed (see: $HYMBA train $RECIPE --out $CAL)"
   # tokens/s of the last calibration step (the first pays for warm-up)
   TPS=$(grep '"type":"train"' "$CAL/metrics.jsonl" | tail -n1 | sed -n 's/.*"tokens_per_s":\([0-9.eE+-]*\).*/\1/p')
@@ -94,10 +94,10 @@ else
   log "gnuplot not installed: skipping the plots (apt-get install gnuplot-nox)"
 fi
 if "$HYMBA" generate --help >/dev/null 2>&1; then
-  for prompt in "The man" "In the morning" "She said that"; do
-    "$HYMBA" generate --checkpoint "$CKPT" --tokenizer "$DATA_DIR/tokenizer.model" --prompt "$prompt" \
-      --max-tokens 40 --temperature 0.8 --top-k 40 --seed 1 || log "generate failed for prompt '$prompt'"
-  done
+  # One batch of three prompts of different lengths (left-padded inside generate).
+  "$HYMBA" generate --checkpoint "$CKPT" --tokenizer "$DATA_DIR/tokenizer.model" \
+    --prompt "The man" --prompt "In the morning" --prompt "She said that" \
+    --max-tokens 40 --temperature 0.8 --top-k 40 --seed 1 || log "generate failed"
 else
   log "this build has no 'hymba generate': skipping samples"
 fi
