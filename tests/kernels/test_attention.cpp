@@ -228,7 +228,9 @@ TEST(AttentionKernel, KeyTileRangesCoverEveryVisibleTile) {
           const bool covered = (kt >= tr.m0 && kt < tr.m1) || (kt >= tr.w0 && kt < tr.w1);
           const bool vis = kernels::attention_tile_visibility(q0, q1, kt * tile, kt * tile + tile, W, M) !=
                            kernels::TileVisibility::None;
-          if (vis) EXPECT_TRUE(covered) << "W=" << W << " M=" << M << " q0=" << q0 << " kt=" << kt;
+          if (vis) {
+            EXPECT_TRUE(covered) << "W=" << W << " M=" << M << " q0=" << q0 << " kt=" << kt;
+          }
         }
       }
     }
