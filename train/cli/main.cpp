@@ -1,6 +1,9 @@
 // Entry point of the `hymba` binary: dispatches to the registered subcommands.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -33,8 +36,24 @@ void print_usage(FILE* out) {
 }  // namespace
 }  // namespace hymba::cli
 
+namespace {
+
+// OpenMP worker threads spin after each parallel region by default, and on a machine with
+// few cores they take the cores that OpenBLAS's own threads need for the next matrix
+// product (measured on 2 cores: 1,118 training tokens/s spinning vs 1,400 passive, +25%).
+// libgomp reads OMP_WAIT_POLICY only when it loads, before main, so the one way to change it
+// for the whole run is to set it and exec ourselves once. A user's own setting wins.
+void prefer_passive_openmp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace hymba::cli;
+  prefer_passive_openmp_wait(argv);
   if (argc < 2) {
     print_usage(stderr);
     return 2;
