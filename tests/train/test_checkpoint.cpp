@@ -14,6 +14,7 @@
 #include "layers/model.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
+#include "tests/train/train_test_util.h"
 
 namespace hymba::train {
 namespace {
@@ -21,31 +22,10 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-const char* kModel = R"(
-vocab_size: 64
-hidden_size: 16
-num_layers: 2
-block: hybrid
-num_heads: 2
-num_kv_heads: 1
-head_dim: 8
-v_head_dim: 16
-ssm: {d_state: 4, d_conv: 4, expand: 2, dt_rank: 2}
-mlp: {intermediate_size: 32}
-num_meta_tokens: 2
-sliding_window: 4
-full_attention_layers: [0]
-)";
+const char* const kModel = testing::kTinyModelYaml;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("hymba_ckpt_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("hymba_ckpt") {}
 };
 
 bool bit_equal(const Tensor& a, const Tensor& b) {

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "train/train_config.h"
+#include "tests/train/train_test_util.h"
 
 namespace hymba::train {
 namespace {
@@ -15,21 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-const char* kModel = R"(
-  vocab_size: 64
-  hidden_size: 16
-  num_layers: 2
-  block: hybrid
-  num_heads: 2
-  num_kv_heads: 1
-  head_dim: 8
-  v_head_dim: 16
-  ssm: {d_state: 4, d_conv: 4, expand: 2, dt_rank: 2}
-  mlp: {intermediate_size: 32}
-  num_meta_tokens: 2
-  sliding_window: 4
-  full_attention_layers: [0]
-)";
+const char* const kModel = testing::kTinyModelYaml;
 
 std::string recipe(const std::string& extra_run = "", const std::string& extra_optim = "") {
   return std::string("model:") + kModel +

@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/trainer.h"
+#include "tests/train/train_test_util.h"
 
 namespace hymba::train {
 namespace {
@@ -21,21 +22,7 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-const char* kModel = R"(
-  vocab_size: 64
-  hidden_size: 16
-  num_layers: 2
-  block: hybrid
-  num_heads: 2
-  num_kv_heads: 1
-  head_dim: 8
-  v_head_dim: 16
-  ssm: {d_state: 4, d_conv: 4, expand: 2, dt_rank: 2}
-  mlp: {intermediate_size: 32}
-  num_meta_tokens: 2
-  sliding_window: 4
-  full_attention_layers: [0]
-)";
+const char* const kModel = testing::kTinyModelYaml;
 
 // The tiny model's ops are far too small to pay for threads; on a loaded machine OpenMP
 // barriers make them 20x slower. One thread per test, restored after.
@@ -45,16 +32,9 @@ struct OneThread {
   ~OneThread() { set_num_threads(prev); }
 };
 
-struct TempDir {
+struct TempDir : testing::TempDir {
   OneThread one_thread;
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("hymba_trainer_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+  TempDir() : testing::TempDir("hymba_trainer") {}
 };
 
 // A learnable stream: documents that walk the permutation t -> (5 t + 3) mod 63 + 1 from a
