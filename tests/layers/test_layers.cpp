@@ -11,6 +11,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "tests/layers/reference_f64.h"
 #include "layers/attention_mixer.h"
 #include "layers/hybrid_mixer.h"
 #include "layers/model.h"
@@ -21,6 +22,9 @@ using ::testing::HasSubstr;
 using Vec = std::vector<double>;
 
 namespace {
+
+using testref::cols;
+using testref::silu;
 
 Vec vals(const Tensor& t) { return t.detach().to(DType::F64).contiguous().to_vector<double>(); }
 
@@ -34,34 +38,6 @@ void expect_close(const Vec& a, const Vec& b, double tol, const std::string& wha
 }
 
 // ---- plain float64 reference pieces; rows are (b, t) flattened, row-major ----
-Vec ref_linear(const Vec& x, int64_t rows, int64_t in, const Vec& W, int64_t out) {
-  Vec y(size_t(rows * out), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = 0;
-      for (int64_t i = 0; i < in; ++i) s += x[size_t(r * in + i)] * W[size_t(o * in + i)];
-      y[size_t(r * out + o)] = s;
-    }
-  return y;
-}
-Vec ref_rms(const Vec& x, int64_t rows, int64_t d, const Vec& w, double eps) {
-  Vec y(x.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    double ss = 0;
-    for (int64_t i = 0; i < d; ++i) ss += x[size_t(r * d + i)] * x[size_t(r * d + i)];
-    double inv = 1.0 / std::sqrt(ss / double(d) + eps);
-    for (int64_t i = 0; i < d; ++i) y[size_t(r * d + i)] = x[size_t(r * d + i)] * inv * w[size_t(i)];
-  }
-  return y;
-}
-double silu(double v) { return v / (1 + std::exp(-v)); }
-// Columns [c0, c0 + n) of a (rows, width) matrix.
-Vec cols(const Vec& x, int64_t rows, int64_t width, int64_t c0, int64_t n) {
-  Vec y(size_t(rows * n));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c) y[size_t(r * n + c)] = x[size_t(r * width + c0 + c)];
-  return y;
-}
 // Rotate-half RoPE of every head of a (B*T, heads*d) matrix, position t.
 Vec ref_rope(const Vec& x, int64_t B, int64_t T, int64_t heads, int64_t d, double base) {
   Vec y = x;
@@ -124,15 +100,15 @@ Vec ref_ssm(const SSMBranch& p, const Vec& x, const Vec& z, int64_t B, int64_t T
         xc[size_t((b * T + t) * I + c)] = silu(s);
       }
   const int64_t rows = B * T;
-  Vec proj = ref_linear(xc, rows, I, vals(p.x_proj->weight), R + 2 * N);
+  Vec proj = testref::linear(xc, rows, I, vals(p.x_proj->weight), R + 2 * N);
   Vec dtr = cols(proj, rows, R + 2 * N, 0, R), Bm = cols(proj, rows, R + 2 * N, R, N),
       Cm = cols(proj, rows, R + 2 * N, R + N, N);
   if (p.dt_layernorm) {
-    dtr = ref_rms(dtr, rows, R, vals(p.dt_layernorm->weight), eps);
-    Bm = ref_rms(Bm, rows, N, vals(p.B_layernorm->weight), eps);
-    Cm = ref_rms(Cm, rows, N, vals(p.C_layernorm->weight), eps);
+    dtr = testref::rms(dtr, rows, R, vals(p.dt_layernorm->weight), eps);
+    Bm = testref::rms(Bm, rows, N, vals(p.B_layernorm->weight), eps);
+    Cm = testref::rms(Cm, rows, N, vals(p.C_layernorm->weight), eps);
   }
-  Vec dt = ref_linear(dtr, rows, R, vals(p.dt_proj->weight), I);
+  Vec dt = testref::linear(dtr, rows, R, vals(p.dt_proj->weight), I);
   Vec dtb = vals(p.dt_proj->bias), Alog = vals(p.A_log), Dv = vals(p.D);
   Vec y(x.size());
   for (int64_t b = 0; b < B; ++b)
@@ -199,26 +175,26 @@ TEST(Layers, LinearRMSNormMLPEmbeddingMatchLoops) {
   lin.to(DType::F64);
   { NoGradGuard ng; lin.bias.detach().copy_(rand({3}, DType::F64, &g)); }
   Tensor x = rand({2, 4, 5}, DType::F64, &g, -1, 1);
-  Vec y = ref_linear(vals(x), 8, 5, vals(lin.weight), 3), b = vals(lin.bias);
+  Vec y = testref::linear(vals(x), 8, 5, vals(lin.weight), 3), b = vals(lin.bias);
   for (size_t i = 0; i < y.size(); ++i) y[i] += b[i % 3];
   expect_close(vals(lin.forward(x)), y, 1e-12, "Linear");
   // Transposed (non-contiguous) input.
   Tensor xt = rand({5, 8}, DType::F64, &g).t();
-  Vec yt = ref_linear(vals(xt), 8, 5, vals(lin.weight), 3);
+  Vec yt = testref::linear(vals(xt), 8, 5, vals(lin.weight), 3);
   for (size_t i = 0; i < yt.size(); ++i) yt[i] += b[i % 3];
   expect_close(vals(lin.forward(xt)), yt, 1e-12, "Linear (transposed input)");
 
   RMSNorm norm(5, 1e-5);
   norm.to(DType::F64);
   { NoGradGuard ng; norm.weight.detach().copy_(rand({5}, DType::F64, &g, 0.5, 1.5)); }
-  expect_close(vals(norm.forward(x)), ref_rms(vals(x), 8, 5, vals(norm.weight), 1e-5), 1e-12, "RMSNorm");
+  expect_close(vals(norm.forward(x)), testref::rms(vals(x), 8, 5, vals(norm.weight), 1e-5), 1e-12, "RMSNorm");
 
   SwiGLUMLP mlp(5, 7, &g);
   mlp.to(DType::F64);
-  Vec gate = ref_linear(vals(x), 8, 5, vals(mlp.gate_proj->weight), 7),
-      up = ref_linear(vals(x), 8, 5, vals(mlp.up_proj->weight), 7);
+  Vec gate = testref::linear(vals(x), 8, 5, vals(mlp.gate_proj->weight), 7),
+      up = testref::linear(vals(x), 8, 5, vals(mlp.up_proj->weight), 7);
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = silu(gate[i]) * up[i];
-  expect_close(vals(mlp.forward(x)), ref_linear(gate, 8, 7, vals(mlp.down_proj->weight), 5), 1e-12, "SwiGLUMLP");
+  expect_close(vals(mlp.forward(x)), testref::linear(gate, 8, 7, vals(mlp.down_proj->weight), 5), 1e-12, "SwiGLUMLP");
 
   Embedding emb(6, 3, &g);
   Tensor ids = from_vector<int32_t>({5, 0, 2, 2}, {2, 2});
@@ -289,32 +265,32 @@ TEST(Layers, HybridMixerMatchesSpecReference) {
     const int64_t rows = B * T, w1 = Hq * dk + Hkv * (dk + dv) + 2 * I, w2 = Hq * dk + 2 * I;
     ASSERT_EQ(prod->in_proj->weight.size(0), w1);
     ASSERT_EQ(cons->in_proj->weight.size(0), w2);  // no k, v rows in a consumer
-    Vec P1 = ref_linear(vals(u1), rows, H, vals(prod->in_proj->weight), w1);
+    Vec P1 = testref::linear(vals(u1), rows, H, vals(prod->in_proj->weight), w1);
     Vec q1 = ref_rope(cols(P1, rows, w1, 0, Hq * dk), B, T, Hq, dk, base);
     Vec k1 = ref_rope(cols(P1, rows, w1, Hq * dk, Hkv * dk), B, T, Hkv, dk, base);
     Vec v1 = cols(P1, rows, w1, Hq * dk + Hkv * dk, Hkv * dv);
     int64_t xo = Hq * dk + Hkv * (dk + dv);
     auto finish = [&](const HybridMixer& mx, const Vec& o, const Vec& x, const Vec& z) {
       Vec y = ref_ssm(mx.ssm, x, z, B, T, eps);
-      Vec a = ref_rms(o, rows, Hq * dv, vals(mx.pre_avg_layernorm1->weight), eps);
-      Vec s = ref_rms(y, rows, I, vals(mx.pre_avg_layernorm2->weight), eps);
+      Vec a = testref::rms(o, rows, Hq * dv, vals(mx.pre_avg_layernorm1->weight), eps);
+      Vec s = testref::rms(y, rows, I, vals(mx.pre_avg_layernorm2->weight), eps);
       Vec f;
       if (fusion == Fusion::Mean) {
         for (size_t i = 0; i < a.size(); ++i) f.push_back((a[i] + s[i]) / 2);
-        return ref_linear(f, rows, I, vals(mx.out_proj->weight), H);
+        return testref::linear(f, rows, I, vals(mx.out_proj->weight), H);
       }
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < Hq * dv; ++c) f.push_back(a[size_t(r * Hq * dv + c)]);
         for (int64_t c = 0; c < I; ++c) f.push_back(s[size_t(r * I + c)]);
       }
-      return ref_linear(f, rows, Hq * dv + I, vals(mx.out_proj->weight), H);
+      return testref::linear(f, rows, Hq * dv + I, vals(mx.out_proj->weight), H);
     };
     Vec o1 = ref_attention(q1, k1, v1, B, T, Hq, Hkv, dk, dv, W, M);
     Vec ref1 = finish(*prod, o1, cols(P1, rows, w1, xo, I), cols(P1, rows, w1, xo + I, I));
     expect_close(vals(y1), ref1, 1e-10, "producer");
 
     // Consumer: q | x | z, with the producer's roped k and v.
-    Vec P2 = ref_linear(vals(u2), rows, H, vals(cons->in_proj->weight), w2);
+    Vec P2 = testref::linear(vals(u2), rows, H, vals(cons->in_proj->weight), w2);
     Vec q2 = ref_rope(cols(P2, rows, w2, 0, Hq * dk), B, T, Hq, dk, base);
     Vec o2 = ref_attention(q2, k1, v1, B, T, Hq, Hkv, dk, dv, W, M);
     Vec ref2 = finish(*cons, o2, cols(P2, rows, w2, Hq * dk, I), cols(P2, rows, w2, Hq * dk + I, I));
@@ -333,18 +309,18 @@ TEST(Layers, MambaAndAttentionMixersMatchReference) {
   KVStore store(4);
   auto mamba = std::dynamic_pointer_cast<MambaMixer>(m.layers->at<DecoderLayer>(0)->mixer);
   ASSERT_TRUE(mamba);
-  Vec P = ref_linear(vals(u), rows, H, vals(mamba->in_proj->weight), 2 * I);
+  Vec P = testref::linear(vals(u), rows, H, vals(mamba->in_proj->weight), 2 * I);
   Vec y = ref_ssm(mamba->ssm, cols(P, rows, 2 * I, 0, I), cols(P, rows, 2 * I, I, I), B, T, cfg.norm_eps);
-  expect_close(vals(mamba->forward(u, store)), ref_linear(y, rows, I, vals(mamba->out_proj->weight), H), 1e-10, "mamba");
+  expect_close(vals(mamba->forward(u, store)), testref::linear(y, rows, I, vals(mamba->out_proj->weight), H), 1e-10, "mamba");
 
   auto attn = std::dynamic_pointer_cast<AttentionMixer>(m.layers->at<DecoderLayer>(3)->mixer);
   ASSERT_TRUE(attn);
   const int64_t w = 8 + 4 + 8;
-  Vec Q = ref_linear(vals(u), rows, H, vals(attn->in_proj->weight), w);
+  Vec Q = testref::linear(vals(u), rows, H, vals(attn->in_proj->weight), w);
   double base = cfg.rope_base();
   Vec o = ref_attention(ref_rope(cols(Q, rows, w, 0, 8), B, T, 2, 4, base), ref_rope(cols(Q, rows, w, 8, 4), B, T, 1, 4, base),
                         cols(Q, rows, w, 12, 8), B, T, 2, 1, 4, 8, /*window=*/-1, 2);
-  expect_close(vals(attn->forward(u, store)), ref_linear(o, rows, 16, vals(attn->out_proj->weight), H), 1e-10,
+  expect_close(vals(attn->forward(u, store)), testref::linear(o, rows, 16, vals(attn->out_proj->weight), H), 1e-10,
                "attention");
 }
 

@@ -20,12 +20,19 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "tests/layers/reference_f64.h"
 #include "layers/model.h"
 
 using namespace hymba;
 using Vec = std::vector<double>;
 
 namespace {
+
+using testref::cols;
+using testref::linear;
+using testref::rms;
+using testref::silu;
+using testref::softplus;
 
 // 6 hybrid layers: full attention at 0 and 5, sliding window 2 elsewhere (T = 3 + 7 = 10 > 3
 // visible keys), layers 1 -> 2, 3 share k, v; layer 4 is a standalone SWA layer. GQA 2:1,
@@ -75,34 +82,6 @@ struct Ref {
   }
 };
 
-Vec linear(const Vec& x, int64_t rows, int64_t in, const Vec& W, int64_t out) {
-  Vec y(size_t(rows * out), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = 0;
-      for (int64_t i = 0; i < in; ++i) s += x[size_t(r * in + i)] * W[size_t(o * in + i)];
-      y[size_t(r * out + o)] = s;
-    }
-  return y;
-}
-Vec rms(const Vec& x, int64_t rows, int64_t d, const Vec& w, double eps) {
-  Vec y(x.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    double ss = 0;
-    for (int64_t i = 0; i < d; ++i) ss += x[size_t(r * d + i)] * x[size_t(r * d + i)];
-    double inv = 1.0 / std::sqrt(ss / double(d) + eps);
-    for (int64_t i = 0; i < d; ++i) y[size_t(r * d + i)] = x[size_t(r * d + i)] * inv * w[size_t(i)];
-  }
-  return y;
-}
-Vec cols(const Vec& x, int64_t rows, int64_t width, int64_t c0, int64_t n) {
-  Vec y(size_t(rows * n));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c) y[size_t(r * n + c)] = x[size_t(r * width + c0 + c)];
-  return y;
-}
-double silu(double v) { return v / (1 + std::exp(-v)); }
-double softplus(double v) { return v > 20 ? v : std::log1p(std::exp(v)); }
 
 // Rotate-half RoPE in place on (rows, heads * dh), position = t of row b * T + t.
 void rope(Vec& x, int64_t B, int64_t T, int64_t heads, int64_t dh, double base) {
