@@ -37,6 +37,10 @@ constexpr size_t kCpuAlignment = 64;
 #ifdef HYMBA_WITH_CUDA
 // Defined in core/cuda_allocator.cu.
 Allocator* cuda_caching_allocator(int device_index);
+// Tests: when on, every CUDA block handed out is first filled with 0xFF bytes (NaN for every
+// float dtype), so an output element a kernel never wrote fails the comparison.
+void set_cuda_poison_allocations(bool on);
+bool cuda_poison_allocations();
 #endif
 
 }  // namespace hymba

@@ -30,6 +30,13 @@
 #include "core/cuda_ops.h"
 
 namespace hymba {
+
+namespace {
+std::atomic<bool> g_poison{false};
+}  // namespace
+void set_cuda_poison_allocations(bool on) { g_poison.store(on); }
+bool cuda_poison_allocations() { return g_poison.load(std::memory_order_relaxed); }
+
 namespace {
 
 constexpr size_t kSmallLimit = size_t(1) << 20;  // requests below this are "small"
@@ -64,6 +71,9 @@ class CudaCachingAllocator final : public Allocator {
       p = system_alloc(nbytes, size);
       got = size;
     }
+    // Test mode: every handed-out block starts as 0xFF bytes (NaN in every float dtype), so
+    // an output element a kernel forgot to write cannot pass a comparison by luck.
+    if (cuda_poison_allocations()) HYMBA_CUDA_CHECK(cudaMemset(p, 0xFF, got), "poisoning ", got, " bytes");
     active_.emplace(p, got);
     stats_.allocated += got;
     if (stats_.allocated > stats_.peak_allocated) stats_.peak_allocated = stats_.allocated;
