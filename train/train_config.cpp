@@ -84,6 +84,14 @@ class Reader {
       fail(n, sec + "." + k, "expected a number, got " + text(n));
     return v;
   }
+  bool get_bool(const YAML::Node& m, const std::string& sec, const std::string& k, bool def) const {
+    YAML::Node n = m[k];
+    if (!n) return def;
+    bool v = false;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v))
+      fail(n, sec + "." + k, "expected true or false, got " + text(n));
+    return v;
+  }
   std::string get_string(const YAML::Node& m, const std::string& sec, const std::string& k,
                          const std::string& def) const {
     YAML::Node n = m[k];
@@ -223,7 +231,7 @@ TrainConfig parse(YAML::Node root, const std::string& file, const std::vector<st
   // An absent optional section reads as an empty map.
   YAML::Node o = r.section(root, "optim", false);
   if (o.IsNull()) o.reset(YAML::Node(YAML::NodeType::Map));
-  r.check_keys(o, "optim.", {"lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip"});
+  r.check_keys(o, "optim.", {"lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip", "zero"});
   cfg.optim.lr = r.get_double(o, "optim", "lr", cfg.optim.lr);
   r.require(cfg.optim.lr > 0, o, "optim", "lr", "expected a number > 0");
   cfg.optim.beta1 = r.get_double(o, "optim", "beta1", cfg.optim.beta1);
@@ -236,12 +244,14 @@ TrainConfig parse(YAML::Node root, const std::string& file, const std::vector<st
   r.require(cfg.optim.weight_decay >= 0, o, "optim", "weight_decay", "expected a number >= 0");
   cfg.optim.no_decay = o["no_decay"] ? r.get_strings(o, "optim", "no_decay") : default_no_decay_patterns();
   cfg.optim.grad_clip = r.get_double(o, "optim", "grad_clip", cfg.optim.grad_clip);
+  cfg.optim.zero = r.get_int(o, "optim", "zero", cfg.optim.zero, 0);
+  r.require(cfg.optim.zero <= 1, o, "optim", "zero", "expected 0 (off) or 1 (ZeRO-1: optimizer state sharded)");
 
   // ---- run (before schedule: total_steps defaults to run.steps) ----
   YAML::Node u = r.section(root, "run", true);
   r.check_keys(u, "run.", {"steps", "global_batch_tokens", "global_batch", "micro_batch", "seed", "eval_every",
                            "eval_batches", "ckpt_every", "keep_last", "log_every", "out_dir", "device",
-                           "max_bad_steps"});
+                           "max_bad_steps", "recompute", "ddp_bucket_mb"});
   RunSection& run = cfg.run;
   run.steps = r.get_int(u, "run", "steps", run.steps, 1);
   bool has_tokens = bool(u["global_batch_tokens"]), has_batch = bool(u["global_batch"]);
@@ -271,6 +281,9 @@ TrainConfig parse(YAML::Node root, const std::string& file, const std::vector<st
   run.device = r.get_choice(u, "run", "device", "cpu", {"cpu", "cuda"});
   if (run.device != "cpu") r.fail(u["device"], "run.device", "only cpu training is available in this build");
   run.max_bad_steps = r.get_int(u, "run", "max_bad_steps", run.max_bad_steps, 1);
+  run.recompute = r.get_bool(u, "run", "recompute", run.recompute);
+  run.ddp_bucket_mb = r.get_double(u, "run", "ddp_bucket_mb", run.ddp_bucket_mb);
+  r.require(run.ddp_bucket_mb > 0, u, "run", "ddp_bucket_mb", "expected a number > 0 (MiB per gradient bucket)");
 
   // ---- schedule ----
   YAML::Node s = r.section(root, "schedule", false);
@@ -346,6 +359,7 @@ std::string dump_train_config(const TrainConfig& c) {
   e << YAML::Key << "weight_decay" << YAML::Value << num(c.optim.weight_decay);
   e << YAML::Key << "no_decay" << YAML::Value << YAML::Flow << c.optim.no_decay;
   e << YAML::Key << "grad_clip" << YAML::Value << num(c.optim.grad_clip);
+  e << YAML::Key << "zero" << YAML::Value << c.optim.zero;
   e << YAML::EndMap;
   e << YAML::Key << "schedule" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "kind" << YAML::Value << c.schedule.kind;
@@ -369,6 +383,8 @@ std::string dump_train_config(const TrainConfig& c) {
   e << YAML::Key << "out_dir" << YAML::Value << c.run.out_dir;
   e << YAML::Key << "device" << YAML::Value << c.run.device;
   e << YAML::Key << "max_bad_steps" << YAML::Value << c.run.max_bad_steps;
+  e << YAML::Key << "recompute" << YAML::Value << c.run.recompute;
+  e << YAML::Key << "ddp_bucket_mb" << YAML::Value << num(c.run.ddp_bucket_mb);
   e << YAML::EndMap;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

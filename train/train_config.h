@@ -9,12 +9,13 @@
 //     mode: random                     # random | packed
 //     seq_len: 256
 //   optim: {lr: 3.0e-3, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, weight_decay: 0.1,
-//           no_decay: [memory_tokens, "*embed*", "*norm*", bias, A_log, D], grad_clip: 1.0}
+//           no_decay: [memory_tokens, "*embed*", "*norm*", bias, A_log, D], grad_clip: 1.0,
+//           zero: 0}
 //   schedule: {kind: wsd, warmup_steps: 20, min_lr: 1.0e-5, total_steps: 0,   # 0: run.steps
 //              decay_fraction: 0.2, decay_shape: 1-sqrt}
 //   run: {steps: 300, global_batch_tokens: 8192, micro_batch: 8, seed: 0, eval_every: 100,
 //         eval_batches: 20, ckpt_every: 100, keep_last: 3, log_every: 10, out_dir: runs/tiny,
-//         device: cpu, max_bad_steps: 5}
+//         device: cpu, max_bad_steps: 5, recompute: false, ddp_bucket_mb: 25}
 //
 // run.global_batch (samples per optimizer step) may be given instead of global_batch_tokens
 // (which must then be a multiple of data.seq_len); the global batch must be a multiple of
@@ -55,6 +56,7 @@ struct OptimSection {
   double weight_decay = 0.1;
   std::vector<std::string> no_decay;  // default: default_no_decay_patterns()
   double grad_clip = 1.0;             // <= 0: no clipping (the norm is still measured)
+  int64_t zero = 0;                   // 1: ZeRO-1, moments sharded across data-parallel ranks
 };
 
 struct ScheduleSection {
@@ -80,6 +82,9 @@ struct RunSection {
   std::string out_dir = "runs/run";
   std::string device = "cpu";
   int64_t max_bad_steps = 5;
+  bool recompute = false;       // recompute each block's activations in backward (a KV-sharing
+                                // group of layers is one unit)
+  double ddp_bucket_mb = 25.0;  // data parallelism: gradient bucket size
 };
 
 struct TrainConfig {

@@ -62,6 +62,28 @@ TEST(TrainConfig, DumpRoundTrips) {
   EXPECT_EQ(d.run.global_batch, 8);
 }
 
+TEST(TrainConfig, RecomputeZeroAndBucketKeys) {
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml");
+  EXPECT_FALSE(c.run.recompute);
+  EXPECT_EQ(c.optim.zero, 0);
+  EXPECT_DOUBLE_EQ(c.run.ddp_bucket_mb, 25.0);
+  c = parse_train_config_string(recipe(), "r.yaml", {"run.recompute=true", "optim.zero=1", "run.ddp_bucket_mb=0.5"});
+  EXPECT_TRUE(c.run.recompute);
+  EXPECT_EQ(c.optim.zero, 1);
+  EXPECT_DOUBLE_EQ(c.run.ddp_bucket_mb, 0.5);
+  TrainConfig d = parse_train_config_string(dump_train_config(c), "dumped.yaml");
+  EXPECT_TRUE(d.run.recompute);
+  EXPECT_EQ(d.optim.zero, 1);
+
+  std::string m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.recompute=maybe"}); });
+  EXPECT_THAT(m, HasSubstr("run.recompute"));
+  EXPECT_THAT(m, HasSubstr("expected true or false"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"optim.zero=2"}); });
+  EXPECT_THAT(m, HasSubstr("optim.zero"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.ddp_bucket_mb=0"}); });
+  EXPECT_THAT(m, HasSubstr("run.ddp_bucket_mb"));
+}
+
 TEST(TrainConfig, SetOverridesAreTypeChecked) {
   TrainConfig c = parse_train_config_string(recipe(), "r.yaml", {"run.steps=3", "optim.no_decay=[bias]",
                                                                   "model.num_meta_tokens=4", "data.mode=packed"});
