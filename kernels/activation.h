@@ -64,29 +64,45 @@ inline float exp_nonpos(float x) {
 inline double exp_nonpos(double x) { return std::exp(x); }
 }  // namespace cpu
 
-inline Tensor silu_forward(const Tensor& x) { return HYMBA_DISPATCH_CPU_ONLY(x.device(), silu_forward, x); }
+#ifdef HYMBA_WITH_CUDA
+// CUDA: also bf16 and f16 storage; math in fp32 (f64 for f64 tensors).
+namespace cuda {
+Tensor silu_forward(const Tensor& x);
+Tensor silu_backward(const Tensor& dy, const Tensor& x);
+Tensor sigmoid_forward(const Tensor& x);
+Tensor sigmoid_backward(const Tensor& dy, const Tensor& x);
+Tensor softplus_forward(const Tensor& x);
+Tensor softplus_backward(const Tensor& dy, const Tensor& x);
+Tensor swiglu_forward(const Tensor& gate, const Tensor& up);
+std::tuple<Tensor, Tensor> swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up);
+Tensor swiglu_packed_forward(const Tensor& x);
+Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& x);
+}  // namespace cuda
+#endif
+
+inline Tensor silu_forward(const Tensor& x) { return HYMBA_DISPATCH(x.device(), silu_forward, x); }
 inline Tensor silu_backward(const Tensor& dy, const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), silu_backward, dy, x);
+  return HYMBA_DISPATCH(x.device(), silu_backward, dy, x);
 }
-inline Tensor sigmoid_forward(const Tensor& x) { return HYMBA_DISPATCH_CPU_ONLY(x.device(), sigmoid_forward, x); }
+inline Tensor sigmoid_forward(const Tensor& x) { return HYMBA_DISPATCH(x.device(), sigmoid_forward, x); }
 inline Tensor sigmoid_backward(const Tensor& dy, const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), sigmoid_backward, dy, x);
+  return HYMBA_DISPATCH(x.device(), sigmoid_backward, dy, x);
 }
-inline Tensor softplus_forward(const Tensor& x) { return HYMBA_DISPATCH_CPU_ONLY(x.device(), softplus_forward, x); }
+inline Tensor softplus_forward(const Tensor& x) { return HYMBA_DISPATCH(x.device(), softplus_forward, x); }
 inline Tensor softplus_backward(const Tensor& dy, const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), softplus_backward, dy, x);
+  return HYMBA_DISPATCH(x.device(), softplus_backward, dy, x);
 }
 inline Tensor swiglu_forward(const Tensor& gate, const Tensor& up) {
-  return HYMBA_DISPATCH_CPU_ONLY(gate.device(), swiglu_forward, gate, up);
+  return HYMBA_DISPATCH(gate.device(), swiglu_forward, gate, up);
 }
 inline std::tuple<Tensor, Tensor> swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up) {
-  return HYMBA_DISPATCH_CPU_ONLY(gate.device(), swiglu_backward, dy, gate, up);
+  return HYMBA_DISPATCH(gate.device(), swiglu_backward, dy, gate, up);
 }
 inline Tensor swiglu_packed_forward(const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), swiglu_packed_forward, x);
+  return HYMBA_DISPATCH(x.device(), swiglu_packed_forward, x);
 }
 inline Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), swiglu_packed_backward, dy, x);
+  return HYMBA_DISPATCH(x.device(), swiglu_packed_backward, dy, x);
 }
 
 }  // namespace hymba::kernels

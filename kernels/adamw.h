@@ -15,9 +15,16 @@
 // sum_of_squares returns sum(x^2) accumulated in double. The sum is taken over fixed blocks
 // whose size depends only on numel, added in order, so it is bit-identical for any thread
 // count (a clipped step must not depend on HYMBA_NUM_THREADS, or resume would drift).
+//
+// Multi-tensor forms apply one set of hyper-parameters to lists of tensors: on CUDA,
+// adamw_step_multi is one launch over every tensor (per dtype) and sum_of_squares_multi one
+// pass and one device-to-host copy for the global squared norm. sum_of_squares_multi skips
+// undefined tensors (parameters that received no gradient); on the CPU it is the sum of
+// sum_of_squares over the list in order, on CUDA a fixed-order (deterministic) reduction.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/dispatch.h"
 
@@ -27,13 +34,49 @@ namespace cpu {
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq, double lr,
                 double beta1, double beta2, double eps, double weight_decay, int64_t step);
 double sum_of_squares(const Tensor& x);
+// Lists of equal length; element i of each list obeys adamw_step's rules.
+void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                      const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t step);
+double sum_of_squares_multi(const std::vector<Tensor>& xs);
 }  // namespace cpu
+
+#ifdef HYMBA_WITH_CUDA
+// kernels/cuda/adamw.cu (sum_of_squares also takes bf16).
+namespace cuda {
+void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq, double lr,
+                double beta1, double beta2, double eps, double weight_decay, int64_t step);
+double sum_of_squares(const Tensor& x);
+void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                      const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t step);
+double sum_of_squares_multi(const std::vector<Tensor>& xs);
+}  // namespace cuda
+#endif
+
+namespace detail {
+// The device of a list: that of its first defined tensor (CPU for none).
+inline Device list_device(const std::vector<Tensor>& ts) {
+  for (const Tensor& t : ts)
+    if (t.defined()) return t.device();
+  return Device::cpu();
+}
+}  // namespace detail
 
 inline void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                        double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  HYMBA_DISPATCH_CPU_ONLY(param.device(), adamw_step, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
-                          weight_decay, step);
+  HYMBA_DISPATCH(param.device(), adamw_step, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                 step);
 }
-inline double sum_of_squares(const Tensor& x) { return HYMBA_DISPATCH_CPU_ONLY(x.device(), sum_of_squares, x); }
+inline double sum_of_squares(const Tensor& x) { return HYMBA_DISPATCH(x.device(), sum_of_squares, x); }
+inline void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                             const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr,
+                             double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  HYMBA_DISPATCH(detail::list_device(params), adamw_step_multi, params, grads, exp_avgs, exp_avg_sqs, lr, beta1,
+                 beta2, eps, weight_decay, step);
+}
+inline double sum_of_squares_multi(const std::vector<Tensor>& xs) {
+  return HYMBA_DISPATCH(detail::list_device(xs), sum_of_squares_multi, xs);
+}
 
 }  // namespace hymba::kernels

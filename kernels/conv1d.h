@@ -31,17 +31,28 @@ Tensor causal_conv1d_step(const Tensor& conv_state, const Tensor& x, const Tenso
                           bool silu);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// Same contract, for f32, f64 and bf16 (math in fp32, f64 for f64).
+namespace cuda {
+Tensor causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu);
+std::tuple<Tensor, Tensor, Tensor> causal_conv1d_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                                          const Tensor& bias, bool silu, bool need_dx);
+Tensor causal_conv1d_step(const Tensor& conv_state, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                          bool silu);
+}  // namespace cuda
+#endif
+
 inline Tensor causal_conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, bool silu) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), causal_conv1d_forward, x, weight, bias, silu);
+  return HYMBA_DISPATCH(x.device(), causal_conv1d_forward, x, weight, bias, silu);
 }
 inline std::tuple<Tensor, Tensor, Tensor> causal_conv1d_backward(const Tensor& dy, const Tensor& x,
                                                                  const Tensor& weight, const Tensor& bias, bool silu,
                                                                  bool need_dx = true) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), causal_conv1d_backward, dy, x, weight, bias, silu, need_dx);
+  return HYMBA_DISPATCH(x.device(), causal_conv1d_backward, dy, x, weight, bias, silu, need_dx);
 }
 inline Tensor causal_conv1d_step(const Tensor& conv_state, const Tensor& x, const Tensor& weight, const Tensor& bias,
                                  bool silu) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), causal_conv1d_step, conv_state, x, weight, bias, silu);
+  return HYMBA_DISPATCH(x.device(), causal_conv1d_step, conv_state, x, weight, bias, silu);
 }
 
 }  // namespace hymba::kernels

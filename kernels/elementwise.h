@@ -26,37 +26,48 @@ void axpy_(const Tensor& out, const Tensor& x, double alpha);
 void unary_backward_out(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, const Tensor& dx);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// CUDA: also bf16 and f16 storage; math in fp32 (f64 for f64 tensors).
+namespace cuda {
+void binary_out(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void unary_out(UnaryOp op, const Tensor& x, const Tensor& out);
+void scalar_out(ScalarOp op, const Tensor& x, double s, const Tensor& out);
+void axpy_(const Tensor& out, const Tensor& x, double alpha);
+void unary_backward_out(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, const Tensor& dx);
+}  // namespace cuda
+#endif
+
 // Shape of op(a, b) after broadcasting; checks dtype and device agree.
 Shape binary_result_shape(BinaryOp op, const Tensor& a, const Tensor& b);
 
 inline Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   Tensor out = empty(binary_result_shape(op, a, b), TensorOptions(a.dtype(), a.device()));
-  HYMBA_DISPATCH_CPU_ONLY(a.device(), binary_out, op, a, b, out);
+  HYMBA_DISPATCH(a.device(), binary_out, op, a, b, out);
   return out;
 }
 inline void binary_out(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  HYMBA_DISPATCH_CPU_ONLY(out.device(), binary_out, op, a, b, out);
+  HYMBA_DISPATCH(out.device(), binary_out, op, a, b, out);
 }
 inline Tensor unary(UnaryOp op, const Tensor& x) {
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
-  HYMBA_DISPATCH_CPU_ONLY(x.device(), unary_out, op, x, out);
+  HYMBA_DISPATCH(x.device(), unary_out, op, x, out);
   return out;
 }
 inline Tensor scalar(ScalarOp op, const Tensor& x, double s) {
   Tensor out = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
-  HYMBA_DISPATCH_CPU_ONLY(x.device(), scalar_out, op, x, s, out);
+  HYMBA_DISPATCH(x.device(), scalar_out, op, x, s, out);
   return out;
 }
 // out = op(x, s); out may be x itself (in place).
 inline void scalar_out(ScalarOp op, const Tensor& x, double s, const Tensor& out) {
-  HYMBA_DISPATCH_CPU_ONLY(out.device(), scalar_out, op, x, s, out);
+  HYMBA_DISPATCH(out.device(), scalar_out, op, x, s, out);
 }
 inline void axpy_(const Tensor& out, const Tensor& x, double alpha) {
-  HYMBA_DISPATCH_CPU_ONLY(out.device(), axpy_, out, x, alpha);
+  HYMBA_DISPATCH(out.device(), axpy_, out, x, alpha);
 }
 inline Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y) {
   Tensor dx = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
-  HYMBA_DISPATCH_CPU_ONLY(x.device(), unary_backward_out, op, g, x, y, dx);
+  HYMBA_DISPATCH(x.device(), unary_backward_out, op, g, x, y, dx);
   return dx;
 }
 

@@ -15,15 +15,24 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& ids);
 Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t num_embeddings, int64_t padding_idx);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// kernels/cuda/embedding.cu: also bf16 (sums in fp32). Backward is deterministic and sums in
+// the CPU's order. A bad id is detected on the device; each call reads one flag back.
+namespace cuda {
+Tensor embedding_forward(const Tensor& weight, const Tensor& ids);
+Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t num_embeddings, int64_t padding_idx);
+}  // namespace cuda
+#endif
+
 inline Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
   check_same_device("embedding", weight, ids);
-  return HYMBA_DISPATCH_CPU_ONLY(weight.device(), embedding_forward, weight, ids);
+  return HYMBA_DISPATCH(weight.device(), embedding_forward, weight, ids);
 }
 
 inline Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t num_embeddings,
                                  int64_t padding_idx = -1) {
   check_same_device("embedding_backward", grad, ids);
-  return HYMBA_DISPATCH_CPU_ONLY(grad.device(), embedding_backward, grad, ids, num_embeddings, padding_idx);
+  return HYMBA_DISPATCH(grad.device(), embedding_backward, grad, ids, num_embeddings, padding_idx);
 }
 
 }  // namespace hymba::kernels

@@ -5,6 +5,7 @@
 // of a batch. Transposed and sliced views go to BLAS as they are (a unit stride on either dim
 // becomes a leading dimension plus a transpose flag); only a layout BLAS cannot express
 // (no unit stride, overlapping rows) is copied first. CPU: OpenBLAS sgemm/dgemm, f32 and f64.
+// CUDA: cuBLASLt, f32/bf16/f16 with fp32 accumulation (output in the input dtype); f64 via cuBLAS.
 #pragma once
 
 #include "kernels/dispatch.h"
@@ -21,16 +22,29 @@ void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a,
                 double beta);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+namespace cuda {
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, double alpha,
+                double beta);
+// f32 products on TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation): off by
+// default, on with set_allow_tf32(true) or HYMBA_ALLOW_TF32=1 in the environment (read on the
+// first f32 matmul; an explicit call wins). bf16/f16/f64 are unaffected.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+}  // namespace cuda
+#endif
+
 inline Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false) {
   check_same_device("matmul", a, b);
-  return HYMBA_DISPATCH_CPU_ONLY(a.device(), matmul, a, b, trans_a, trans_b);
+  return HYMBA_DISPATCH(a.device(), matmul, a, b, trans_a, trans_b);
 }
 
 inline void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false,
                        bool trans_b = false, double alpha = 1.0, double beta = 0.0) {
   check_same_device("matmul", a, b);
   check_same_device("matmul", c, a);
-  HYMBA_DISPATCH_CPU_ONLY(c.device(), matmul_out, c, a, b, trans_a, trans_b, alpha, beta);
+  HYMBA_DISPATCH(c.device(), matmul_out, c, a, b, trans_a, trans_b, alpha, beta);
 }
 
 }  // namespace hymba::kernels

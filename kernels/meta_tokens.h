@@ -32,27 +32,43 @@ std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy, const Tens
                                                     bool need_meta);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// Same contract, for f32, f64 and bf16. embed_with_meta_forward validates the ids on the
+// device and reads back one word; the backward sorts the ids on the host (a copy of B * L
+// ids), which keeps the table gradient deterministic without atomics.
+namespace cuda {
+Tensor prepend_meta_forward(const Tensor& meta, const Tensor& x);
+std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy, int64_t num_meta, bool need_meta, bool need_x);
+Tensor drop_meta_forward(const Tensor& x, int64_t num_meta);
+Tensor drop_meta_backward(const Tensor& dy, int64_t num_meta);
+Tensor embed_with_meta_forward(const Tensor& weight, const Tensor& ids, const Tensor& meta);
+std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy, const Tensor& ids, int64_t vocab,
+                                                    int64_t num_meta, int64_t padding_idx, bool need_weight,
+                                                    bool need_meta);
+}  // namespace cuda
+#endif
+
 inline Tensor prepend_meta_forward(const Tensor& meta, const Tensor& x) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), prepend_meta_forward, meta, x);
+  return HYMBA_DISPATCH(x.device(), prepend_meta_forward, meta, x);
 }
 inline std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy, int64_t num_meta, bool need_meta = true,
                                                         bool need_x = true) {
-  return HYMBA_DISPATCH_CPU_ONLY(dy.device(), prepend_meta_backward, dy, num_meta, need_meta, need_x);
+  return HYMBA_DISPATCH(dy.device(), prepend_meta_backward, dy, num_meta, need_meta, need_x);
 }
 inline Tensor drop_meta_forward(const Tensor& x, int64_t num_meta) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), drop_meta_forward, x, num_meta);
+  return HYMBA_DISPATCH(x.device(), drop_meta_forward, x, num_meta);
 }
 inline Tensor drop_meta_backward(const Tensor& dy, int64_t num_meta) {
-  return HYMBA_DISPATCH_CPU_ONLY(dy.device(), drop_meta_backward, dy, num_meta);
+  return HYMBA_DISPATCH(dy.device(), drop_meta_backward, dy, num_meta);
 }
 inline Tensor embed_with_meta_forward(const Tensor& weight, const Tensor& ids, const Tensor& meta) {
-  return HYMBA_DISPATCH_CPU_ONLY(weight.device(), embed_with_meta_forward, weight, ids, meta);
+  return HYMBA_DISPATCH(weight.device(), embed_with_meta_forward, weight, ids, meta);
 }
 inline std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy, const Tensor& ids, int64_t vocab,
                                                            int64_t num_meta, int64_t padding_idx = -1,
                                                            bool need_weight = true, bool need_meta = true) {
-  return HYMBA_DISPATCH_CPU_ONLY(dy.device(), embed_with_meta_backward, dy, ids, vocab, num_meta, padding_idx,
-                                 need_weight, need_meta);
+  return HYMBA_DISPATCH(dy.device(), embed_with_meta_backward, dy, ids, vocab, num_meta, padding_idx, need_weight,
+                        need_meta);
 }
 
 }  // namespace hymba::kernels

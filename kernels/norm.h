@@ -24,13 +24,22 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy, const Tensor& x, 
                                              const Tensor& rstd, bool need_dx, bool need_dw);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// kernels/cuda/norm.cu: also bf16 (rstd and all sums in fp32). dw is deterministic.
+namespace cuda {
+std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x, const Tensor& w, double eps);
+std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
+                                             const Tensor& rstd, bool need_dx, bool need_dw);
+}  // namespace cuda
+#endif
+
 inline std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), rms_norm_forward, x, w, eps);
+  return HYMBA_DISPATCH(x.device(), rms_norm_forward, x, w, eps);
 }
 inline std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                                                     const Tensor& rstd, bool need_dx = true,
                                                     bool need_dw = true) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), rms_norm_backward, dy, x, w, rstd, need_dx, need_dw);
+  return HYMBA_DISPATCH(x.device(), rms_norm_backward, dy, x, w, rstd, need_dx, need_dw);
 }
 
 }  // namespace hymba::kernels

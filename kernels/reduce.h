@@ -27,22 +27,35 @@ Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector
 Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_shape, int64_t dim, bool keepdim);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// CUDA: the same results with fp32 accumulation (f64 for f64) in a fixed order that depends
+// only on the shape (no atomics), so runs are bit-for-bit repeatable.
+namespace cuda {
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim);
+Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector<int64_t>& dims, bool keepdim,
+                    double scale);
+Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_shape, int64_t dim, bool keepdim);
+}  // namespace cuda
+#endif
+
 inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), sum, x, dims, keepdim);
+  return HYMBA_DISPATCH(x.device(), sum, x, dims, keepdim);
 }
 inline Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), mean, x, dims, keepdim);
+  return HYMBA_DISPATCH(x.device(), mean, x, dims, keepdim);
 }
 inline std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), max, x, dim, keepdim);
+  return HYMBA_DISPATCH(x.device(), max, x, dim, keepdim);
 }
 inline Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector<int64_t>& dims,
                            bool keepdim, double scale) {
-  return HYMBA_DISPATCH_CPU_ONLY(grad.device(), sum_backward, grad, in_shape, dims, keepdim, scale);
+  return HYMBA_DISPATCH(grad.device(), sum_backward, grad, in_shape, dims, keepdim, scale);
 }
 inline Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_shape, int64_t dim,
                            bool keepdim) {
-  return HYMBA_DISPATCH_CPU_ONLY(grad.device(), max_backward, grad, indices, in_shape, dim, keepdim);
+  return HYMBA_DISPATCH(grad.device(), max_backward, grad, indices, in_shape, dim, keepdim);
 }
 
 }  // namespace hymba::kernels

@@ -34,11 +34,18 @@ namespace cpu {
 Tensor rope(const Tensor& x, double base, int64_t offset, bool inverse);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// Same contract, for f32, f64 and bf16 (bf16 rotates with the fp32 table).
+namespace cuda {
+Tensor rope(const Tensor& x, double base, int64_t offset, bool inverse);
+}  // namespace cuda
+#endif
+
 inline Tensor rope_forward(const Tensor& x, double base, int64_t offset = 0) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), rope, x, base, offset, false);
+  return HYMBA_DISPATCH(x.device(), rope, x, base, offset, false);
 }
 inline Tensor rope_backward(const Tensor& dy, double base, int64_t offset = 0) {
-  return HYMBA_DISPATCH_CPU_ONLY(dy.device(), rope, dy, base, offset, true);
+  return HYMBA_DISPATCH(dy.device(), rope, dy, base, offset, true);
 }
 
 }  // namespace hymba::kernels

@@ -54,27 +54,45 @@ Tensor selective_scan_step(const Tensor& state, const Tensor& u, const Tensor& d
                            const Tensor& delta_bias, bool delta_softplus);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// Same contract; chunk_states is fp32 (f64 for f64 inputs, bf16 inputs included) in the CPU
+// layout. Inputs may be f32, f64 or bf16, math is fp32 (f64 for f64), N at most 128.
+namespace cuda {
+std::tuple<Tensor, Tensor, Tensor> selective_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                                          const Tensor& B, const Tensor& C, const Tensor& D,
+                                                          const Tensor& z, const Tensor& delta_bias,
+                                                          bool delta_softplus, int64_t chunk);
+SelectiveScanGrads selective_scan_backward(const Tensor& dout, const Tensor& u, const Tensor& delta,
+                                           const Tensor& A, const Tensor& B, const Tensor& C, const Tensor& D,
+                                           const Tensor& z, const Tensor& delta_bias, bool delta_softplus,
+                                           const Tensor& chunk_states, int64_t chunk);
+Tensor selective_scan_step(const Tensor& state, const Tensor& u, const Tensor& delta, const Tensor& A,
+                           const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                           const Tensor& delta_bias, bool delta_softplus);
+}  // namespace cuda
+#endif
+
 inline std::tuple<Tensor, Tensor, Tensor> selective_scan_forward(const Tensor& u, const Tensor& delta,
                                                                  const Tensor& A, const Tensor& B, const Tensor& C,
                                                                  const Tensor& D, const Tensor& z,
                                                                  const Tensor& delta_bias, bool delta_softplus,
                                                                  int64_t chunk = kScanChunk) {
-  return HYMBA_DISPATCH_CPU_ONLY(u.device(), selective_scan_forward, u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus, chunk);
+  return HYMBA_DISPATCH(u.device(), selective_scan_forward, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                        chunk);
 }
 inline SelectiveScanGrads selective_scan_backward(const Tensor& dout, const Tensor& u, const Tensor& delta,
                                                   const Tensor& A, const Tensor& B, const Tensor& C,
                                                   const Tensor& D, const Tensor& z, const Tensor& delta_bias,
                                                   bool delta_softplus, const Tensor& chunk_states,
                                                   int64_t chunk = kScanChunk) {
-  return HYMBA_DISPATCH_CPU_ONLY(u.device(), selective_scan_backward, dout, u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus, chunk_states, chunk);
+  return HYMBA_DISPATCH(u.device(), selective_scan_backward, dout, u, delta, A, B, C, D, z, delta_bias,
+                        delta_softplus, chunk_states, chunk);
 }
 inline Tensor selective_scan_step(const Tensor& state, const Tensor& u, const Tensor& delta, const Tensor& A,
                                   const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
                                   const Tensor& delta_bias, bool delta_softplus) {
-  return HYMBA_DISPATCH_CPU_ONLY(u.device(), selective_scan_step, state, u, delta, A, B, C, D, z, delta_bias,
-                                 delta_softplus);
+  return HYMBA_DISPATCH(u.device(), selective_scan_step, state, u, delta, A, B, C, D, z, delta_bias,
+                        delta_softplus);
 }
 
 }  // namespace hymba::kernels

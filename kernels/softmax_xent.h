@@ -49,27 +49,42 @@ Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Te
                               int64_t ignore_index, double scale);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+// kernels/cuda/softmax_xent.cu: also bf16 (fp32 math, f32 stats). cross_entropy_forward
+// returns `count` on the host: each call makes one small device-to-host copy, which also
+// carries the target range check; cross_entropy_backward reads back one flag for its check.
+namespace cuda {
+Tensor softmax_forward(const Tensor& x, int64_t dim);
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+Tensor log_softmax_forward(const Tensor& x, int64_t dim);
+Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim);
+CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                          LossReduction reduction);
+Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
+                              int64_t ignore_index, double scale);
+}  // namespace cuda
+#endif
+
 inline Tensor softmax_forward(const Tensor& x, int64_t dim = -1) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), softmax_forward, x, dim);
+  return HYMBA_DISPATCH(x.device(), softmax_forward, x, dim);
 }
 inline Tensor softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim = -1) {
-  return HYMBA_DISPATCH_CPU_ONLY(y.device(), softmax_backward, dy, y, dim);
+  return HYMBA_DISPATCH(y.device(), softmax_backward, dy, y, dim);
 }
 inline Tensor log_softmax_forward(const Tensor& x, int64_t dim = -1) {
-  return HYMBA_DISPATCH_CPU_ONLY(x.device(), log_softmax_forward, x, dim);
+  return HYMBA_DISPATCH(x.device(), log_softmax_forward, x, dim);
 }
 inline Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim = -1) {
-  return HYMBA_DISPATCH_CPU_ONLY(y.device(), log_softmax_backward, dy, y, dim);
+  return HYMBA_DISPATCH(y.device(), log_softmax_backward, dy, y, dim);
 }
 inline CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& targets,
                                                  int64_t ignore_index = -100,
                                                  LossReduction reduction = LossReduction::Mean) {
-  return HYMBA_DISPATCH_CPU_ONLY(logits.device(), cross_entropy_forward, logits, targets, ignore_index, reduction);
+  return HYMBA_DISPATCH(logits.device(), cross_entropy_forward, logits, targets, ignore_index, reduction);
 }
 inline Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets,
                                      const Tensor& stats, int64_t ignore_index, double scale) {
-  return HYMBA_DISPATCH_CPU_ONLY(logits.device(), cross_entropy_backward, grad, logits, targets, stats,
-                                 ignore_index, scale);
+  return HYMBA_DISPATCH(logits.device(), cross_entropy_backward, grad, logits, targets, stats, ignore_index, scale);
 }
 
 }  // namespace hymba::kernels

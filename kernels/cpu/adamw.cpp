@@ -117,4 +117,22 @@ double sum_of_squares(const Tensor& x_in) {
   });
 }
 
+void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                      const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  HYMBA_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
+                  exp_avg_sqs.size() == params.size(),
+              "adamw_step_multi: list sizes differ: ", params.size(), " params, ", grads.size(), " grads, ",
+              exp_avgs.size(), " exp_avg, ", exp_avg_sqs.size(), " exp_avg_sq");
+  for (size_t i = 0; i < params.size(); ++i)
+    adamw_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], lr, beta1, beta2, eps, weight_decay, step);
+}
+
+double sum_of_squares_multi(const std::vector<Tensor>& xs) {
+  double total = 0;
+  for (const Tensor& x : xs)
+    if (x.defined()) total += sum_of_squares(x);
+  return total;
+}
+
 }  // namespace hymba::kernels::cpu

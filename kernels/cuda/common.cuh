@@ -99,3 +99,183 @@ inline void check_cuda_tensor(const char* op, const char* what, const Tensor& t)
 }
 
 }  // namespace hymba::kernels::cuda
+
+// =============================================================================================
+// Compute types, 16-byte vectors and strided indexing (added with the elementwise, reduce and
+// activation kernels).
+// =============================================================================================
+
+#include <array>
+
+namespace hymba {
+// Defined in core/tensor.cpp and declared in core/strided.h, which .cu files avoid: it
+// includes core/parallel.h, whose OpenMP pragmas nvcc's host pass warns about.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+Shape broadcast_strides(const Tensor& t, const Shape& shape, const char* op);
+}  // namespace hymba
+
+namespace hymba::kernels::cuda {
+
+// The type a kernel computes in: fp32 for f32/bf16/f16 storage, f64 for f64 (which exists
+// for reference checks, so it keeps the CPU's double precision).
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_t = typename AccType<T>::type;
+
+template <typename T> __device__ __forceinline__ acc_t<T> load_acc(T x) { return to_f32(x); }
+template <> __device__ __forceinline__ double load_acc<double>(double x) { return x; }
+template <typename T> __device__ __forceinline__ T store_acc(acc_t<T> x) { return from_f32<T>(x); }
+template <> __device__ __forceinline__ double store_acc<double>(double x) { return x; }
+
+// 16 bytes of T (4 x f32, 8 x bf16/f16, 2 x f64): loading one through an aligned pointer is a
+// single 128-bit memory instruction.
+template <typename T> struct alignas(16) Vec16 {
+  static constexpr int kN = int(16 / sizeof(T));
+  T v[kN];
+};
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+template <typename T> T* ptr_of(const Tensor& t) { return static_cast<T*>(t.data_ptr()); }
+
+// As many dims as the CPU's strided iteration accepts (core/strided.h kMaxDims), so no shape
+// that works on CPU fails here; after coalescing most tensors have one to three.
+constexpr int kMaxIndexDims = 12;
+
+// N operands over one shape, each with its own strides (0 on broadcast dims), after dropping
+// size-1 dims and merging a dim into its outer neighbour where every operand allows it (the
+// rule of core/strided.h make_layout). Element order stays row-major over the shape.
+template <int N> struct CoalescedLayout {
+  int ndim = 0;  // 0: a single element
+  int64_t numel = 1;
+  int64_t shape[kMaxIndexDims] = {};
+  int64_t strides[N][kMaxIndexDims] = {};
+
+  // Every operand dense and in the same order: element i is at offset i in each.
+  bool dense() const {
+    if (ndim == 0) return true;
+    if (ndim > 1) return false;
+    for (int k = 0; k < N; ++k)
+      if (strides[k][0] != 1) return false;
+    return true;
+  }
+  // Whether row-major indices and all offsets fit in 32 bits (and no stride is negative, so
+  // unsigned arithmetic is exact): 32-bit division is several times cheaper on the GPU.
+  bool fits_32bit() const {
+    if (numel > INT32_MAX) return false;
+    for (int k = 0; k < N; ++k) {
+      int64_t extent = 0;
+      for (int d = 0; d < ndim; ++d) {
+        if (strides[k][d] < 0) return false;
+        extent += strides[k][d] * (shape[d] - 1);
+      }
+      if (extent > INT32_MAX) return false;
+    }
+    return true;
+  }
+};
+
+template <int N>
+CoalescedLayout<N> coalesce_layout(const Shape& shape, const std::array<const Shape*, N>& strides,
+                                   const char* op) {
+  HYMBA_CHECK(int(shape.size()) <= kMaxIndexDims, op, ": tensors of more than ", kMaxIndexDims,
+              " dims are not supported, got ", shape_str(shape));
+  CoalescedLayout<N> L;
+  for (int64_t s : shape) L.numel *= s;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    const int nd = L.ndim;
+    if (nd > 0) {
+      bool merge = true;
+      for (int k = 0; k < N; ++k)
+        if (L.strides[k][nd - 1] != (*strides[k])[d] * shape[d]) merge = false;
+      if (merge) {
+        L.shape[nd - 1] *= shape[d];
+        for (int k = 0; k < N; ++k) L.strides[k][nd - 1] = (*strides[k])[d];
+        continue;
+      }
+    }
+    L.shape[nd] = shape[d];
+    for (int k = 0; k < N; ++k) L.strides[k][nd] = (*strides[k])[d];
+    L.ndim++;
+  }
+  return L;
+}
+
+// Device side of a CoalescedLayout: offsets (in elements) of row-major element i in each
+// operand. Passed to kernels by value. The loop runs over the full compile-time range with a
+// guard so the arrays stay in parameter space instead of being copied to local memory.
+template <typename Idx, int N> struct Indexer {
+  int ndim;
+  Idx shape[kMaxIndexDims];
+  Idx strides[N][kMaxIndexDims];
+
+  __device__ __forceinline__ void get(Idx i, Idx (&off)[N]) const {
+#pragma unroll
+    for (int k = 0; k < N; ++k) off[k] = 0;
+#pragma unroll
+    for (int d = kMaxIndexDims - 1; d >= 0; --d) {
+      if (d < ndim) {
+        const Idx c = i % shape[d];
+        i /= shape[d];
+#pragma unroll
+        for (int k = 0; k < N; ++k) off[k] += c * strides[k][d];
+      }
+    }
+  }
+};
+
+template <typename Idx, int N> Indexer<Idx, N> make_indexer(const CoalescedLayout<N>& L) {
+  Indexer<Idx, N> ix{};
+  ix.ndim = L.ndim;
+  for (int d = 0; d < L.ndim; ++d) {
+    ix.shape[d] = Idx(L.shape[d]);
+    for (int k = 0; k < N; ++k) ix.strides[k][d] = Idx(L.strides[k][d]);
+  }
+  return ix;
+}
+
+}  // namespace hymba::kernels::cuda
+
+// =============================================================================================
+// Double-precision reductions and the dtype set of the norm / embedding / softmax / optimizer
+// kernels (added with those kernels).
+// =============================================================================================
+
+namespace hymba::kernels::cuda {
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// As block_sum(float, ...) above, in double; `scratch` holds >= 32 doubles.
+__device__ __forceinline__ double block_sum(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? scratch[lane] : 0.0;
+  return warp_sum(v);
+}
+
+// Calls f(T{}) for the dtypes whose CPU kernel exists (f32, f64) plus bf16, the training
+// dtype of activations; f16 has no CPU reference to test against, so it is not instantiated.
+template <typename F> decltype(auto) dispatch_f32_f64_bf16(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::F32: return f(float{});
+    case DType::F64: return f(double{});
+    case DType::BF16: return f(__nv_bfloat16{});
+    default: HYMBA_FAIL(op, ": dtype ", dtype_name(t), " not supported on CUDA, expected f32, f64 or bf16");
+  }
+}
+
+// Threads for a block that works on one row of n elements, k elements per thread per pass:
+// a multiple of 32 in [32, max_threads].
+inline int row_block_threads(int64_t n, int k, int max_threads) {
+  int64_t t = (ceil_div(n, k) + 31) / 32 * 32;
+  if (t < 32) t = 32;
+  return int(t < max_threads ? t : max_threads);
+}
+
+}  // namespace hymba::kernels::cuda

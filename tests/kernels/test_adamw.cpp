@@ -163,3 +163,58 @@ TEST(SumOfSquaresKernel, MatchesDefinitionAndIsThreadCountInvariant) {
   Tensor base = from_vector<double>({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_DOUBLE_EQ(kernels::sum_of_squares(base.t().slice(0, 0, 3, 2)), 1 + 16 + 9 + 36.0);  // rows [1, 4], [3, 6]
 }
+
+TEST(AdamWKernel, MultiTensorEqualsOneCallPerTensor) {
+  Generator gen(14);
+  for (DType dt : {DType::F64, DType::F32}) {
+    const std::vector<Shape> shapes = {{1}, {3}, {0}, {70001}, {4, 5}};
+    std::vector<Tensor> p, g, m, v, p1, m1, v1;
+    for (const Shape& s : shapes) {
+      p.push_back(randn(s, dt, &gen));
+      m.push_back(randn(s, dt, &gen, 0.0, 0.1));
+      v.push_back(rand(s, dt, &gen, 0.0, 0.01));
+      p1.push_back(p.back().clone());
+      m1.push_back(m.back().clone());
+      v1.push_back(v.back().clone());
+    }
+    // One strided parameter: the list form keeps adamw_step's layout rules.
+    Tensor pt = randn({5, 4}, dt, &gen).t(), mt = zeros({4, 5}, dt), vt = zeros({4, 5}, dt);
+    p.push_back(pt);
+    m.push_back(mt);
+    v.push_back(vt);
+    p1.push_back(pt.contiguous().clone());
+    m1.push_back(mt.clone());
+    v1.push_back(vt.clone());
+    for (int64_t step = 1; step <= 3; ++step) {
+      g.clear();
+      for (const Tensor& t : p) g.push_back(randn(t.shape(), dt, &gen, 0.0, 0.5));
+      kernels::adamw_step_multi(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.1, step);
+      for (size_t i = 0; i < p.size(); ++i)
+        kernels::adamw_step(p1[i], g[i], m1[i], v1[i], 1e-3, 0.9, 0.999, 1e-8, 0.1, step);
+    }
+    for (size_t i = 0; i < p.size(); ++i) {
+      EXPECT_EQ(p[i].to_vector<double>(), p1[i].to_vector<double>()) << dtype_name(dt) << " tensor " << i;
+      EXPECT_EQ(m[i].to_vector<double>(), m1[i].to_vector<double>()) << dtype_name(dt) << " tensor " << i;
+      EXPECT_EQ(v[i].to_vector<double>(), v1[i].to_vector<double>()) << dtype_name(dt) << " tensor " << i;
+    }
+  }
+  // Lists of different lengths, and an element that breaks adamw_step's rules.
+  Tensor a = zeros({3}), b = zeros({3});
+  auto msg = error_of([&] { kernels::adamw_step_multi({a, b}, {a}, {a, b}, {a, b}, 1e-3, 0.9, 0.95, 1e-8, 0.0, 1); });
+  EXPECT_THAT(msg, HasSubstr("adamw_step_multi"));
+  EXPECT_THAT(msg, HasSubstr("1 grads"));
+  msg = error_of([&] { kernels::adamw_step_multi({a}, {zeros({4})}, {a}, {b}, 1e-3, 0.9, 0.95, 1e-8, 0.0, 1); });
+  EXPECT_THAT(msg, HasSubstr("[4]"));
+  kernels::adamw_step_multi({}, {}, {}, {}, 1e-3, 0.9, 0.95, 1e-8, 0.0, 1);  // nothing to do
+}
+
+TEST(SumOfSquaresKernel, MultiTensorSumsInListOrderSkippingUndefined) {
+  Generator gen(15);
+  Tensor x = randn({70001}, DType::F32, &gen), y = randn({3, 7}, DType::F64, &gen), z = zeros({0});
+  const double want = kernels::sum_of_squares(x) + kernels::sum_of_squares(y) + kernels::sum_of_squares(z);
+  EXPECT_EQ(kernels::sum_of_squares_multi({x, Tensor(), y, z}), want);
+  EXPECT_EQ(kernels::sum_of_squares_multi({}), 0.0);
+  EXPECT_EQ(kernels::sum_of_squares_multi({Tensor()}), 0.0);
+  EXPECT_DOUBLE_EQ(kernels::sum_of_squares_multi({from_vector<double>({3, 4}, {2}), from_vector<float>({12}, {1})}),
+                   169.0);
+}

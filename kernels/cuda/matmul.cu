@@ -1,0 +1,297 @@
+// Matrix products on CUDA (kernels/matmul.h) through cuBLASLt (kernels/cuda/cublaslt.h).
+//
+// The layout logic is the CPU kernel's (kernels/cpu/matmul.cpp): a matrix whose rows or
+// columns are unit-stride goes to cuBLAS as it is (leading dimension from the other stride,
+// plus a transpose flag), anything else is made contiguous first; a weight shared by the
+// whole batch folds the batch into the rows of one tall gemm; a column-major output is
+// computed as C^T = B^T A^T. Batches that the fold does not cover become strided-batched
+// gemms over the innermost batch dim (after coalescing), looped over the outer ones.
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+
+#include "core/cuda_check.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cublaslt.h"
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+
+namespace hymba::kernels::cuda {
+
+namespace {
+
+// -1: not decided yet (HYMBA_ALLOW_TF32 read on first use), else 0 / 1.
+std::atomic<int> g_allow_tf32{-1};
+
+bool tf32_allowed() {
+  int v = g_allow_tf32.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("HYMBA_ALLOW_TF32");
+    v = env != nullptr && std::strcmp(env, "1") == 0 ? 1 : 0;
+    int expected = -1;
+    // A concurrent set_allow_tf32 wins over the environment.
+    if (!g_allow_tf32.compare_exchange_strong(expected, v)) v = expected;
+  }
+  return v == 1;
+}
+
+// ---------------------------------------------------------------- shapes (as the CPU)
+
+struct Problem {
+  Shape batch, out_shape;
+  int64_t M = 0, N = 0, K = 0;
+};
+
+Problem plan(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  HYMBA_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
+  HYMBA_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: expected operands of at least 2 dims, got ", a.meta_str(),
+              " and ", b.meta_str());
+  HYMBA_CHECK(a.dtype() == b.dtype(), "matmul: dtype mismatch: ", a.meta_str(), " and ", b.meta_str());
+  check_cuda_tensor("matmul", "a", a);
+  HYMBA_CHECK(is_floating(a.dtype()), "matmul: dtype ", dtype_name(a.dtype()),
+              " not supported on CUDA, expected f32, f64, bf16 or f16");
+  Problem p;
+  const Shape &as = a.shape(), &bs = b.shape();
+  const int64_t ar = as[as.size() - 2], ac = as.back(), br = bs[bs.size() - 2], bc = bs.back();
+  p.M = trans_a ? ac : ar;
+  p.K = trans_a ? ar : ac;
+  const int64_t kb = trans_b ? bc : br;
+  p.N = trans_b ? br : bc;
+  HYMBA_CHECK(p.K == kb, "matmul: shapes ", shape_str(as), (trans_a ? "^T" : ""), " and ", shape_str(bs),
+              (trans_b ? "^T" : ""), " cannot be multiplied: inner dims ", p.K, " and ", kb, " differ");
+  Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+  const size_t n = std::max(ab.size(), bb.size());
+  p.batch.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t x = i < n - ab.size() ? 1 : ab[i - (n - ab.size())];
+    const int64_t y = i < n - bb.size() ? 1 : bb[i - (n - bb.size())];
+    HYMBA_CHECK(x == y || x == 1 || y == 1, "matmul: batch dims of ", shape_str(as), " and ", shape_str(bs),
+                " cannot be broadcast together");
+    p.batch[i] = x == 1 ? y : x;
+  }
+  p.out_shape = p.batch;
+  p.out_shape.push_back(p.M);
+  p.out_shape.push_back(p.N);
+  return p;
+}
+
+// Strides of t's batch dims broadcast to `batch`: 0 where broadcast.
+Shape batch_strides(const Tensor& t, const Shape& batch) {
+  Shape st(batch.size(), 0);
+  const size_t tb = size_t(t.dim()) - 2, lead = batch.size() - tb;
+  for (size_t i = 0; i < tb; ++i)
+    if (t.shape()[i] != 1) st[lead + i] = t.strides()[i];
+  return st;
+}
+
+// How cuBLAS can read a logical rows x cols matrix with strides (rs, cs), in row-major
+// terms: as stored (trans false, ld = rs) when columns are unit-stride, or as the transpose
+// of a row-major matrix (trans true, ld = cs) when rows are. Size-1 dims constrain nothing.
+struct BlasLayout {
+  bool ok = false;
+  bool trans = false;
+  int64_t ld = 0;
+};
+
+BlasLayout blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if ((cs == 1 || cols == 1) && (rows == 1 || rs >= std::max<int64_t>(1, cols)))
+    return {true, false, rows == 1 ? std::max<int64_t>(1, cols) : rs};
+  if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(1, rows)))
+    return {true, true, cols == 1 ? std::max<int64_t>(1, rows) : cs};
+  return {};
+}
+
+// Folds (batch dims..., row dim) of one operand into one row dim when its strides allow.
+bool fold_rows(const Shape& batch, const Shape& bstrides, int64_t rows, int64_t rstride, int64_t* folded_stride) {
+  int64_t stride = rstride, extent = rows;
+  if (rows == 1) extent = 1;
+  for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
+    if (batch[size_t(d)] == 1) continue;
+    if (extent == 1) {
+      stride = bstrides[size_t(d)];
+    } else if (bstrides[size_t(d)] != stride * extent) {
+      return false;
+    }
+    extent *= batch[size_t(d)];
+  }
+  *folded_stride = stride;
+  return true;
+}
+
+// True when every matrix of c can be written by cuBLAS and distinct batch entries do not
+// overlap.
+bool output_writable(const Tensor& c, const Problem& p) {
+  const int64_t crs = c.strides()[size_t(c.dim() - 2)], ccs = c.strides().back();
+  if (!blas_layout(p.M, p.N, crs, ccs).ok) return false;
+  if (p.M == 0 || p.N == 0) return true;
+  for (size_t d = 0; d < p.batch.size(); ++d)
+    if (p.batch[d] > 1 && c.strides()[d] == 0) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------- gemm calls
+
+// A logical rows x cols matrix: element (i, j) at ptr + (i*rs + j*cs) elements.
+struct Mat {
+  char* ptr;
+  int64_t rows, cols, rs, cs;
+  Mat t() const { return {ptr, cols, rows, cs, rs}; }
+};
+
+struct Call {
+  int device;
+  DType dtype;
+  size_t es;
+  bool tf32;
+  double alpha, beta;
+};
+
+// C[i] = alpha A[i] B[i] + beta C[i] for i < batch, entries sa / sb / sc elements apart.
+// Layouts are cuBLAS-compatible (checked by the caller); K >= 1.
+void gemm_batch(const Call& call, const Mat& A, const Mat& B, const Mat& C, int64_t batch, int64_t sa, int64_t sb,
+                int64_t sc) {
+  const BlasLayout lc = blas_layout(C.rows, C.cols, C.rs, C.cs);
+  if (lc.trans) {  // column-major C: C^T = B^T A^T is row-major
+    gemm_batch(call, B.t(), A.t(), C.t(), batch, sb, sa, sc);
+    return;
+  }
+  const BlasLayout la = blas_layout(A.rows, A.cols, A.rs, A.cs), lb = blas_layout(B.rows, B.cols, B.rs, B.cs);
+  HYMBA_CHECK(la.ok && lb.ok && lc.ok, "matmul: internal error, operand layout not cuBLAS-compatible");
+  GemmArgs g;
+  g.dtype = call.dtype;
+  g.trans_a = la.trans;
+  g.trans_b = lb.trans;
+  g.m = C.rows;
+  g.n = C.cols;
+  g.k = A.cols;
+  g.a = A.ptr;
+  g.lda = la.ld;
+  g.stride_a = sa;
+  g.b = B.ptr;
+  g.ldb = lb.ld;
+  g.stride_b = sb;
+  g.c = C.ptr;
+  g.ldc = lc.ld;
+  g.stride_c = sc;
+  g.batch = batch;
+  g.alpha = call.alpha;
+  g.beta = call.beta;
+  g.allow_tf32 = call.tf32;
+  CublasLt::get(call.device).gemm(g);
+}
+
+void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bool trans_b, double alpha,
+         double beta) {
+  const int64_t M = p.M, N = p.N, K = p.K;
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum: C = beta * C (beta 0 ignores C's old contents, NaN included)
+    if (beta == 0.0)
+      c.fill_(0.0);
+    else
+      ::hymba::kernels::cuda::scalar_out(ScalarOp::Mul, c, beta, c);
+    return;
+  }
+  // op(a) and op(b) as logical matrices: (row stride, col stride).
+  auto mat_strides = [](const Tensor& t, bool tr) {
+    const int64_t rs = t.strides()[size_t(t.dim() - 2)], cs = t.strides().back();
+    return tr ? std::pair{cs, rs} : std::pair{rs, cs};
+  };
+  auto [ars, acs] = mat_strides(a, trans_a);
+  if (!blas_layout(M, K, ars, acs).ok) {
+    a = a.contiguous();
+    std::tie(ars, acs) = mat_strides(a, trans_a);
+  }
+  auto [brs, bcs] = mat_strides(b, trans_b);
+  if (!blas_layout(K, N, brs, bcs).ok) {
+    b = b.contiguous();
+    std::tie(brs, bcs) = mat_strides(b, trans_b);
+  }
+  const int64_t crs = c.strides()[size_t(c.dim() - 2)], ccs = c.strides().back();
+  const size_t es = dtype_size(c.dtype());
+  char* ap = static_cast<char*>(a.data_ptr());
+  char* bp = static_cast<char*>(b.data_ptr());
+  char* cp = static_cast<char*>(c.data_ptr());
+  const Shape a_bst = batch_strides(a, p.batch), b_bst = batch_strides(b, p.batch), c_bst = batch_strides(c, p.batch);
+  const int64_t nb = shape_numel(p.batch);
+  const Call call{c.device().index, c.dtype(), es, c.dtype() == DType::F32 && tf32_allowed(), alpha, beta};
+
+  // A weight shared by the whole batch (x @ W^T in every linear layer): one tall gemm.
+  const bool b_shared = std::all_of(b_bst.begin(), b_bst.end(), [](int64_t s) { return s == 0; });
+  int64_t afs = 0, cfs = 0;
+  if (nb > 1 && b_shared && fold_rows(p.batch, a_bst, M, ars, &afs) && fold_rows(p.batch, c_bst, M, crs, &cfs)) {
+    const Mat A{ap, nb * M, K, afs, acs}, C{cp, nb * M, N, cfs, ccs};
+    if (blas_layout(A.rows, A.cols, A.rs, A.cs).ok && blas_layout(C.rows, C.cols, C.rs, C.cs).ok) {
+      gemm_batch(call, A, {bp, K, N, brs, bcs}, C, 1, 0, 0, 0);
+      return;
+    }
+  }
+
+  // Batch dims coalesced across the three operands; the innermost becomes cuBLAS's strided
+  // batch unless a or b is broadcast along it (stride 0), the others are looped here.
+  const CoalescedLayout<3> L = coalesce_layout<3>(p.batch, {&a_bst, &b_bst, &c_bst}, "matmul");
+  int outer_dims = L.ndim;
+  int64_t inner = 1, isa = 0, isb = 0, isc = 0;
+  if (L.ndim > 0 && L.strides[0][L.ndim - 1] != 0 && L.strides[1][L.ndim - 1] != 0) {
+    outer_dims = L.ndim - 1;
+    inner = L.shape[outer_dims];
+    isa = L.strides[0][outer_dims];
+    isb = L.strides[1][outer_dims];
+    isc = L.strides[2][outer_dims];
+  }
+  const int64_t outer = L.numel / inner;
+  int64_t idx[kMaxIndexDims] = {};
+  int64_t ao = 0, bo = 0, co = 0;  // element offsets of the current outer entry
+  for (int64_t i = 0; i < outer; ++i) {
+    gemm_batch(call, {ap + ao * int64_t(es), M, K, ars, acs}, {bp + bo * int64_t(es), K, N, brs, bcs},
+               {cp + co * int64_t(es), M, N, crs, ccs}, inner, isa, isb, isc);
+    for (int d = outer_dims - 1; d >= 0; --d) {
+      ao += L.strides[0][d];
+      bo += L.strides[1][d];
+      co += L.strides[2][d];
+      if (++idx[d] < L.shape[d]) break;
+      ao -= L.strides[0][d] * L.shape[d];
+      bo -= L.strides[1][d] * L.shape[d];
+      co -= L.strides[2][d] * L.shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void set_allow_tf32(bool allow) { g_allow_tf32.store(allow ? 1 : 0, std::memory_order_relaxed); }
+bool allow_tf32() { return tf32_allowed(); }
+
+void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, double alpha,
+                double beta) {
+  Problem p = plan(a, b, trans_a, trans_b);
+  HYMBA_CHECK(c.defined() && c.shape() == p.out_shape, "matmul: output ", c.defined() ? c.meta_str() : "undefined",
+              " does not match the product of ", a.meta_str(), " and ", b.meta_str(), ", expected ",
+              shape_str(p.out_shape));
+  HYMBA_CHECK(c.dtype() == a.dtype(), "matmul: output dtype ", c.meta_str(), " differs from operands ",
+              a.meta_str());
+  if (c.numel() == 0) return;
+  ::hymba::cuda::DeviceGuard guard(c.device().index);
+  Tensor a0 = a.detach(), b0 = b.detach(), c0 = c.detach();
+  if (!output_writable(c0, p)) {
+    Tensor tmp = beta == 0.0 ? empty(p.out_shape, TensorOptions(c.dtype(), c.device())) : c0.contiguous();
+    matmul_out(tmp, a0, b0, trans_a, trans_b, alpha, beta);
+    c0.copy_(tmp);
+    return;
+  }
+  run(p, c0, a0, b0, trans_a, trans_b, alpha, beta);
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  Problem p = plan(a, b, trans_a, trans_b);
+  Tensor c = empty(p.out_shape, TensorOptions(a.dtype(), a.device()));
+  if (c.numel() == 0) return c;
+  ::hymba::cuda::DeviceGuard guard(c.device().index);
+  run(p, c, a.detach(), b.detach(), trans_a, trans_b, 1.0, 0.0);
+  return c;
+}
+
+}  // namespace hymba::kernels::cuda

@@ -1,0 +1,221 @@
+// CUDA selective scan (forward, backward, step) against the CPU kernel on the same inputs.
+// Tolerances (norm-relative, tests/cuda/cuda_test_util.h): f32 1e-4 for outputs, final state
+// and every gradient (the GPU uses expf where the CPU uses a 2-ulp polynomial, and sums dB/dC
+// over channels in a different order); f64 1e-9; bf16 inputs 2e-2 against the CPU run in f32
+// on the same rounded values. Shapes cover chunk boundaries (L = 63, 64, 65 with chunk 64),
+// N below, at and above one warp (lanes per channel 1, 8, 16, 32 with 2 and 4 states per
+// lane), channel counts that leave a block part-empty, and both places the backward keeps
+// its recomputed states (shared memory; global scratch for long chunks and f64).
+#include <gmock/gmock.h>
+
+#include <functional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/rng.h"
+#include "kernels/selective_scan.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace hymba {
+namespace {
+
+using ::testing::HasSubstr;
+
+const Device gpu = Device::cuda();
+
+struct Case {
+  int64_t B, D, N, L;
+  bool use_D, use_z, use_bias, softplus;
+  int64_t chunk = kernels::kScanChunk;
+};
+
+std::string name(const Case& c, DType dt) {
+  return str(dtype_name(dt), " B", c.B, " D", c.D, " N", c.N, " L", c.L, " chunk", c.chunk, c.use_D ? " D" : "",
+             c.use_z ? " z" : "", c.use_bias ? " bias" : "", c.softplus ? " softplus" : "");
+}
+
+struct Inputs {
+  Tensor u, delta, A, B, C, D, z, bias;
+  Inputs map(const std::function<Tensor(const Tensor&)>& f) const {
+    auto g = [&](const Tensor& t) { return t.defined() ? f(t) : Tensor(); };
+    return {g(u), g(delta), g(A), g(B), g(C), g(D), g(z), g(bias)};
+  }
+};
+
+// Model-like magnitudes (A negative, positive step sizes), made in f32 on the CPU and cast.
+Inputs make_inputs(const Case& c, uint64_t seed, DType dt) {
+  Generator g(seed);
+  Inputs s;
+  s.u = randn({c.B, c.D, c.L}, DType::F32, &g);
+  s.delta = c.softplus ? rand({c.B, c.D, c.L}, DType::F32, &g, -3.0, 0.5)
+                       : rand({c.B, c.D, c.L}, DType::F32, &g, 0.02, 0.8);
+  s.A = rand({c.D, c.N}, DType::F32, &g, -2.0, -0.1);
+  s.B = randn({c.B, c.N, c.L}, DType::F32, &g);
+  s.C = randn({c.B, c.N, c.L}, DType::F32, &g);
+  if (c.use_D) s.D = randn({c.D}, DType::F32, &g);
+  if (c.use_z) s.z = randn({c.B, c.D, c.L}, DType::F32, &g);
+  if (c.use_bias) s.bias = rand({c.D}, DType::F32, &g, 0.0, 0.3);
+  return s.map([&](const Tensor& t) { return t.to(dt); });
+}
+
+double rtol_of(DType dt) { return dt == DType::F64 ? 1e-9 : dt == DType::F32 ? 1e-4 : 2e-2; }
+DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+
+void expect_grad(const Tensor& got, const Tensor& want, double rtol, const std::string& what) {
+  ASSERT_EQ(got.defined(), want.defined()) << what;
+  if (want.defined()) EXPECT_CUDA_CLOSE(got, want, rtol, what);
+}
+
+// Forward and backward on the GPU against the CPU kernel.
+void check_case(const Case& c, DType dt, uint64_t seed) {
+  const std::string what = name(c, dt);
+  const Inputs in = make_inputs(c, seed, dt);
+  const Inputs ref = in.map([&](const Tensor& t) { return t.to(ref_of(dt)); });
+  const Inputs dev = in.map([&](const Tensor& t) { return t.to(gpu); });
+  const double rtol = rtol_of(dt);
+
+  auto [out_r, last_r, states_r] = kernels::cpu::selective_scan_forward(
+      ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, c.softplus, c.chunk);
+  auto [out_g, last_g, states_g] = kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D,
+                                                                   dev.z, dev.bias, c.softplus, c.chunk);
+  ASSERT_TRUE(out_g.is_cuda()) << what;
+  EXPECT_EQ(out_g.dtype(), dt) << what;
+  EXPECT_EQ(last_g.dtype(), dt) << what;
+  EXPECT_CUDA_CLOSE(out_g, out_r, rtol, what + " out");
+  EXPECT_CUDA_CLOSE(last_g, last_r, rtol, what + " final state");
+
+  const Tensor dout = cudatest::randn_cpu(out_r.shape(), seed + 1000, dt);
+  const kernels::SelectiveScanGrads gr = kernels::cpu::selective_scan_backward(
+      dout.to(ref_of(dt)), ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, c.softplus, states_r,
+      c.chunk);
+  const kernels::SelectiveScanGrads gg = kernels::selective_scan_backward(
+      dout.to(gpu), dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, c.softplus, states_g, c.chunk);
+  expect_grad(gg.du, gr.du, rtol, what + " du");
+  expect_grad(gg.ddelta, gr.ddelta, rtol, what + " ddelta");
+  expect_grad(gg.dA, gr.dA, rtol, what + " dA");
+  expect_grad(gg.dB, gr.dB, rtol, what + " dB");
+  expect_grad(gg.dC, gr.dC, rtol, what + " dC");
+  expect_grad(gg.dD, gr.dD, rtol, what + " dD");
+  expect_grad(gg.dz, gr.dz, rtol, what + " dz");
+  expect_grad(gg.ddelta_bias, gr.ddelta_bias, rtol, what + " ddelta_bias");
+}
+
+TEST(CudaSelectiveScan, ShapesAndOptionsF32) {
+  HYMBA_REQUIRE_GPU();
+  uint64_t seed = 1;
+  for (int64_t B : {1, 3})
+    for (int64_t D : {5, 33})
+      for (int64_t N : {1, 16})
+        for (int64_t L : {1, 63, 64, 65, 300}) {
+          check_case({B, D, N, L, true, true, true, true}, DType::F32, seed++);
+          check_case({B, D, N, L, false, false, false, false}, DType::F32, seed++);
+        }
+}
+
+TEST(CudaSelectiveScan, MixedOptionsF32) {
+  HYMBA_REQUIRE_GPU();
+  uint64_t seed = 100;
+  for (int mask = 0; mask < 16; ++mask)
+    check_case({3, 33, 16, 65, bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8)}, DType::F32, seed++);
+}
+
+TEST(CudaSelectiveScan, StateSizesF32) {
+  HYMBA_REQUIRE_GPU();
+  // N = 5: 8 lanes, 3 idle; 32: a full warp; 40 and 128: 2 and 4 states per lane.
+  for (int64_t N : {2, 5, 32, 40, 128}) check_case({2, 7, N, 70, true, true, true, true}, DType::F32, 200 + N);
+}
+
+TEST(CudaSelectiveScan, ChunkSizes) {
+  HYMBA_REQUIRE_GPU();
+  // Many short chunks; one chunk longer than L; chunks too long for shared memory (global
+  // scratch), in f32 and f64 (f64 at the default chunk already needs global scratch).
+  check_case({2, 9, 16, 65, true, true, true, true, 7}, DType::F32, 300);
+  check_case({2, 9, 16, 65, true, true, true, true, 1}, DType::F32, 301);
+  check_case({2, 9, 16, 65, true, true, true, true, 1000}, DType::F32, 302);
+  check_case({3, 33, 16, 300, true, true, true, true, 200}, DType::F32, 303);
+  check_case({3, 33, 16, 300, true, true, true, true}, DType::F64, 304);
+  check_case({1, 5, 1, 130, false, true, false, true, 100}, DType::F64, 305);
+}
+
+TEST(CudaSelectiveScan, Bf16) {
+  HYMBA_REQUIRE_GPU();
+  uint64_t seed = 400;
+  for (int64_t L : {1, 64, 65, 300}) {
+    check_case({3, 33, 16, L, true, true, true, true}, DType::BF16, seed++);
+    check_case({1, 5, 1, L, false, false, false, false}, DType::BF16, seed++);
+  }
+}
+
+TEST(CudaSelectiveScan, ModelLikeShape) {
+  HYMBA_REQUIRE_GPU();
+  check_case({2, 160, 16, 257, true, true, true, true}, DType::F32, 500);
+}
+
+TEST(CudaSelectiveScan, BackwardIsDeterministic) {
+  HYMBA_REQUIRE_GPU();
+  const Case c{3, 100, 16, 200, true, true, true, true};
+  const Inputs dev = make_inputs(c, 600, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
+  auto [out, last, states] = kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z,
+                                                             dev.bias, true);
+  const Tensor dout = cudatest::randn_cpu(out.shape(), 601).to(gpu);
+  auto run = [&] {
+    return kernels::selective_scan_backward(dout, dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, true,
+                                            states);
+  };
+  const kernels::SelectiveScanGrads a = run(), b = run();
+  for (auto [x, y, what] : {std::tuple{a.dA, b.dA, "dA"}, std::tuple{a.dB, b.dB, "dB"}, std::tuple{a.dC, b.dC, "dC"},
+                            std::tuple{a.dD, b.dD, "dD"}, std::tuple{a.ddelta_bias, b.ddelta_bias, "ddelta_bias"},
+                            std::tuple{a.du, b.du, "du"}}) {
+    EXPECT_EQ(x.to_vector<float>(), y.to_vector<float>()) << what << " differs between two identical runs";
+  }
+}
+
+// L single steps from a zero state reproduce the full scan's outputs and final state.
+void check_steps(const Case& c, DType dt, double rtol, uint64_t seed) {
+  const std::string what = name(c, dt) + " steps";
+  const Inputs in = make_inputs(c, seed, dt);
+  const Inputs ref = in.map([&](const Tensor& t) { return t.to(ref_of(dt)); });
+  const Inputs dev = in.map([&](const Tensor& t) { return t.to(gpu); });
+  auto [out_r, last_r, states_r] = kernels::cpu::selective_scan_forward(ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D,
+                                                                        ref.z, ref.bias, c.softplus, c.chunk);
+  const Tensor state = zeros({c.B, c.D, c.N}, TensorOptions(dt, gpu));
+  for (int64_t t = 0; t < c.L; ++t) {
+    auto at = [&](const Tensor& x) { return x.defined() ? x.select(2, t) : Tensor(); };
+    const Tensor y = kernels::selective_scan_step(state, at(dev.u), at(dev.delta), dev.A, at(dev.B), at(dev.C), dev.D,
+                                                  at(dev.z), dev.bias, c.softplus);
+    EXPECT_CUDA_CLOSE(y, out_r.select(2, t), rtol, what + " out at t=" + std::to_string(t));
+  }
+  EXPECT_CUDA_CLOSE(state, last_r, rtol, what + " final state");
+}
+
+TEST(CudaSelectiveScan, StepsMatchForward) {
+  HYMBA_REQUIRE_GPU();
+  check_steps({3, 33, 16, 65, true, true, true, true}, DType::F32, 1e-4, 700);
+  check_steps({1, 5, 1, 20, false, false, false, false}, DType::F32, 1e-4, 701);
+  check_steps({2, 7, 40, 10, true, false, true, true}, DType::F64, 1e-9, 702);
+  // bf16 rounds the state every step; a few steps stay within the bf16 tolerance.
+  check_steps({2, 33, 16, 4, true, true, true, true}, DType::BF16, 2e-2, 703);
+}
+
+TEST(CudaSelectiveScan, RejectsWhatItCannotRun) {
+  HYMBA_REQUIRE_GPU();
+  const Case c{1, 2, 129, 3, false, false, false, true};
+  const Inputs dev = make_inputs(c, 800, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
+  try {
+    kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, true);
+    ADD_FAILURE() << "N = 129 accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("N in [1, 128]"));
+  }
+  // chunk_states from the CPU forward (f32 is fine) with a wrong chunk count is refused.
+  const Case ok{1, 2, 4, 3, false, false, false, true};
+  const Inputs d2 = make_inputs(ok, 801, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
+  const Tensor bad_states = zeros({1, 2, 2, 4}, TensorOptions(DType::F32, gpu));
+  EXPECT_THROW(kernels::selective_scan_backward(zeros({1, 2, 3}, TensorOptions(DType::F32, gpu)), d2.u, d2.delta, d2.A,
+                                                d2.B, d2.C, d2.D, d2.z, d2.bias, true, bad_states),
+               Error);
+}
+
+}  // namespace
+}  // namespace hymba
