@@ -19,6 +19,19 @@ if(NOT HYMBA_CUDA STREQUAL "OFF")
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
     set(HYMBA_WITH_CUDA ON)
+    # NCCL carries CUDA gradients between ranks (train/nccl_communicator_cuda.cpp; the
+    # kernels-only build has no train/). It ships with the CUDA toolkit here; a separate
+    # install is found through NCCL_ROOT.
+    if(NOT HYMBA_KERNELS_ONLY)
+      find_path(NCCL_INCLUDE_DIR nccl.h HINTS $ENV{NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
+      find_library(NCCL_LIBRARY nccl HINTS $ENV{NCCL_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR})
+      if(NOT NCCL_INCLUDE_DIR OR NOT NCCL_LIBRARY)
+        message(FATAL_ERROR "CUDA build without NCCL: install NCCL (nccl.h, libnccl.so), set NCCL_ROOT, or configure with -DHYMBA_CUDA=OFF")
+      endif()
+      add_library(hymba_nccl INTERFACE IMPORTED)
+      target_include_directories(hymba_nccl INTERFACE ${NCCL_INCLUDE_DIR})
+      target_link_libraries(hymba_nccl INTERFACE ${NCCL_LIBRARY})
+    endif()
   elseif(HYMBA_CUDA STREQUAL "ON")
     message(FATAL_ERROR "HYMBA_CUDA=ON but no CUDA compiler was found (looked for nvcc on PATH and /usr/local/cuda/bin/nvcc)")
   endif()
@@ -26,9 +39,16 @@ endif()
 
 # ---- always needed (core, kernels) ----
 find_package(OpenMP REQUIRED COMPONENTS CXX)
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 find_package(Threads REQUIRED)
+# A GPU node without our packages builds against a bundle (scripts/make-device-bundle.sh),
+# which defines the OpenBLAS and GoogleTest targets itself.
+set(HYMBA_DEVICE_BUNDLE "" CACHE PATH "Unpacked device bundle giving OpenBLAS and GoogleTest (empty: the system's)")
+if(HYMBA_DEVICE_BUNDLE)
+  include(${CMAKE_CURRENT_LIST_DIR}/DeviceBundle.cmake)
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+endif()
 
 # ---- the rest of the framework ----
 if(NOT HYMBA_KERNELS_ONLY)
@@ -41,12 +61,17 @@ if(NOT HYMBA_KERNELS_ONLY)
   find_package(nlohmann_json REQUIRED)
   find_package(HDF5 REQUIRED COMPONENTS C)
   find_package(MPI REQUIRED COMPONENTS CXX)
+  find_package(PkgConfig REQUIRED)
   pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 endif()
 
-if(HYMBA_BUILD_TESTS)
+if(HYMBA_BUILD_TESTS AND NOT TARGET GTest::gtest)
   find_package(GTest REQUIRED)
 endif()
-if(HYMBA_BUILD_BENCH)
+# The Google Benchmark programs are optional in a kernels-only build (GPU nodes lack the
+# library); bench_gpu, a plain program, is built whenever CUDA is.
+if(HYMBA_BUILD_BENCH AND NOT HYMBA_KERNELS_ONLY)
   find_package(benchmark REQUIRED)
+elseif(HYMBA_BUILD_BENCH AND NOT HYMBA_DEVICE_BUNDLE)
+  find_package(benchmark QUIET)
 endif()
