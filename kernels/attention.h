@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <tuple>
 
+#include "core/macros.h"
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
@@ -36,20 +37,21 @@ struct AttentionParams {
 };
 
 // Tile sizes of the CPU kernels; the visibility helpers below are written for any sizes so
-// the CUDA kernels can use their own.
+// the CUDA kernels can use their own (they are HYMBA_HD: the CUDA kernels call the same
+// definitions on the device).
 inline constexpr int64_t kAttnQueryTile = 64;
 inline constexpr int64_t kAttnKeyTile = 64;
 
 // Whether key j is visible from query i (the one definition every kernel follows).
-inline bool attention_visible(int64_t i, int64_t j, int64_t window, int64_t num_meta) {
+HYMBA_HD bool attention_visible(int64_t i, int64_t j, int64_t window, int64_t num_meta) {
   return j <= i && (window < 0 || i - j <= window || j < num_meta);
 }
 
 enum class TileVisibility { None, Partial, All };
 
 // How much of the block queries [q0, q1) x keys [k0, k1) is visible (both ranges non-empty).
-inline TileVisibility attention_tile_visibility(int64_t q0, int64_t q1, int64_t k0, int64_t k1, int64_t window,
-                                                int64_t num_meta) {
+HYMBA_HD TileVisibility attention_tile_visibility(int64_t q0, int64_t q1, int64_t k0, int64_t k1, int64_t window,
+                                                  int64_t num_meta) {
   // Some pair is visible iff the last query reaches the first key causally and either the
   // layer is full, the first key is a meta key (visible to every query at or after it), or the
   // smallest distance q0 - (k1 - 1) fits the window.
@@ -68,8 +70,8 @@ inline TileVisibility attention_tile_visibility(int64_t q0, int64_t q1, int64_t 
 struct KeyTileRanges {
   int64_t m0, m1, w0, w1;
 };
-inline KeyTileRanges attention_key_tiles(int64_t q0, int64_t q1, int64_t key_tile, int64_t window,
-                                         int64_t num_meta) {
+HYMBA_HD KeyTileRanges attention_key_tiles(int64_t q0, int64_t q1, int64_t key_tile, int64_t window,
+                                           int64_t num_meta) {
   const int64_t last = (q1 - 1) / key_tile + 1;  // one past the tile holding key q1 - 1
   if (window < 0) return {0, 0, 0, last};
   const int64_t meta_tiles = std::min(last, (num_meta + key_tile - 1) / key_tile);
@@ -94,16 +96,32 @@ Tensor attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_
 int64_t attention_visited_tiles(int64_t T, const AttentionParams& p);
 }  // namespace cpu
 
+#ifdef HYMBA_WITH_CUDA
+namespace cuda {
+// Same contracts as the cpu namespace (kernels/cuda/attention_*.cu). f32 and bf16 run
+// natively (bf16 on tensor cores when dk, dv <= 128); other float dtypes and bf16 head dims
+// above 128 are computed through f32 copies. lse is f32 (f64 for f64 inputs).
+// attention_decode writes NaN for a query that sees no key (the CPU kernel throws).
+std::tuple<Tensor, Tensor> attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const AttentionParams& p);
+std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                                      const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                      const AttentionParams& p, bool need_dq, bool need_dk,
+                                                      bool need_dv);
+Tensor attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& q_pos,
+                        const Tensor& k_pos, const AttentionParams& p);
+}  // namespace cuda
+#endif
+
 inline std::tuple<Tensor, Tensor> attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                                     const AttentionParams& p = {}) {
-  return HYMBA_DISPATCH_CPU_ONLY(q.device(), attention_forward, q, k, v, p);
+  return HYMBA_DISPATCH(q.device(), attention_forward, q, k, v, p);
 }
 inline std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                                              const Tensor& v, const Tensor& out, const Tensor& lse,
                                                              const AttentionParams& p, bool need_dq = true,
                                                              bool need_dk = true, bool need_dv = true) {
-  return HYMBA_DISPATCH_CPU_ONLY(q.device(), attention_backward, dout, q, k, v, out, lse, p, need_dq, need_dk,
-                                 need_dv);
+  return HYMBA_DISPATCH(q.device(), attention_backward, dout, q, k, v, out, lse, p, need_dq, need_dk, need_dv);
 }
 
 // Attention of new queries against a KV cache, for generation.
@@ -119,7 +137,7 @@ inline std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout,
 // Returns out (B, Hq, Tq, dv). No backward: generation runs without a graph.
 inline Tensor attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& q_pos,
                                const Tensor& k_pos, const AttentionParams& p = {}) {
-  return HYMBA_DISPATCH_CPU_ONLY(q.device(), attention_decode, q, k_cache, v_cache, q_pos, k_pos, p);
+  return HYMBA_DISPATCH(q.device(), attention_decode, q, k_cache, v_cache, q_pos, k_pos, p);
 }
 
 // The cache slot of the key at position pos in a sliding-window cache that keeps the meta
