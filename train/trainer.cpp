@@ -12,6 +12,7 @@
 #include "autograd/ops.h"
 #include "core/rng.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 
 namespace hymba::train {
 
@@ -47,13 +48,41 @@ Trainer::Trainer(TrainConfig cfg, TrainerOptions opts, TrainerHooks hooks)
   run_dir_ = opts_.run_dir.empty() ? cfg_.run.out_dir : opts_.run_dir;
   cfg_.run.out_dir = run_dir_;
   config_yaml_ = dump_train_config(cfg_);
+  if (opts_.comm) {
+    opts_.rank = opts_.comm->rank();
+    opts_.world = opts_.comm->world();
+  }
+  const bool ddp = opts_.comm && opts_.world > 1;
 
   manual_seed(cfg_.run.seed);
   model_ = std::make_unique<Model>(cfg_.model, cfg_.run.seed);
   model_->train();
-  optim_ = std::make_unique<AdamW>(
-      default_param_groups(model_->named_parameters(), cfg_.optim.weight_decay, cfg_.optim.no_decay),
-      AdamWOptions{cfg_.optim.beta1, cfg_.optim.beta2, cfg_.optim.eps});
+  std::vector<ParamGroup> groups =
+      default_param_groups(model_->named_parameters(), cfg_.optim.weight_decay, cfg_.optim.no_decay);
+  const AdamWOptions adam{cfg_.optim.beta1, cfg_.optim.beta2, cfg_.optim.eps};
+  if (ddp) {
+    Communicator& comm = *opts_.comm;
+    std::vector<Tensor> trainable;
+    {
+      NoGradGuard ng;
+      // Every rank seeds the same way, but a rank-dependent initialization must never start
+      // a run with diverged replicas: rank 0's parameters are the truth.
+      for (const auto& [name, p] : model_->named_parameters()) {
+        comm.broadcast(p.detach(), 0);
+        if (p.requires_grad()) trainable.push_back(p);
+      }
+    }
+    const bool zero = cfg_.optim.zero == 1;
+    reducer_ = std::make_unique<GradReducer>(opts_.comm, trainable, cfg_.run.ddp_bucket_mb,
+                                             zero ? ReduceMode::ReduceScatter : ReduceMode::AllReduce);
+    if (zero) zero_ = std::make_unique<ShardedAdamW>(std::move(groups), adam, *reducer_);
+    if (!hooks_.reduce_count)
+      hooks_.reduce_count = [c = opts_.comm](int64_t n) { return c->all_reduce_sum(n); };
+    if (!hooks_.reduce_scalar)
+      hooks_.reduce_scalar = [c = opts_.comm](double x) { return c->all_reduce_sum(x); };
+  }
+  // One process: ZeRO-1 has nothing to shard and is plain AdamW.
+  if (!zero_) optim_ = std::make_unique<AdamW>(std::move(groups), adam);
   schedule_ = make_lr_schedule(cfg_.schedule_params());
 
   train_data_ = data::TokenDataset::open(cfg_.data.train, cfg_.data.train_split);
@@ -83,6 +112,27 @@ Trainer::Trainer(TrainConfig cfg, TrainerOptions opts, TrainerHooks hooks)
 
 Trainer::~Trainer() = default;
 
+AdamW& Trainer::optimizer() {
+  HYMBA_CHECK(optim_ != nullptr, "Trainer::optimizer: optim.zero: 1 shards the optimizer (sharded_optimizer())");
+  return *optim_;
+}
+
+double Trainer::grad_norm_and_clip() {
+  const double clip = cfg_.optim.grad_clip;
+  if (zero_) return clip > 0 ? zero_->clip_grad_norm_(clip) : zero_->grad_norm();
+  return clip > 0 ? optim_->clip_grad_norm_(clip) : optim_->grad_norm();
+}
+
+NamedTensors Trainer::optimizer_state() const { return zero_ ? zero_->state_dict() : optim_->state_dict(); }
+
+bool Trainer::stop_agreed() {
+  // A signal reaches the ranks at slightly different times; every rank must stop (and write
+  // its share of the checkpoint) at the same step.
+  const bool local = stop_requested();
+  if (!reducer_) return local;
+  return opts_.comm->all_reduce_sum(int64_t(local)) > 0;
+}
+
 std::string Trainer::resume(const std::string& spec) {
   if (spec.empty()) return "";
   std::string path = spec;
@@ -103,7 +153,10 @@ void Trainer::load(const std::string& path) {
     HYMBA_USER_ERROR(path, ": the checkpoint's model (key 'model_config') differs from the configured model; "
                            "resume with the same model config");
   model_->load_state_dict(ck.model, /*strict=*/true);
-  optim_->load_state_dict(ck.optimizer);
+  if (zero_)
+    zero_->load_state_dict(ck.optimizer);
+  else
+    optim_->load_state_dict(ck.optimizer);
   auto need = [&](const nlohmann::json& j, const char* obj, const char* key) -> const nlohmann::json& {
     if (!j.is_object() || !j.contains(key)) HYMBA_USER_ERROR(path, ": checkpoint is missing key '", obj, ".", key, "'");
     return j[key];
@@ -126,6 +179,7 @@ void Trainer::load(const std::string& path) {
 
 StepStats Trainer::train_step() {
   auto t0 = Clock::now();
+  maybe_inject_test_failure(opts_.rank, step_);
   StepStats s;
   data::Batch batch = loader_->next();
   const int64_t L = batch.seq_len, rows = batch.batch, mb = cfg_.run.micro_batch;
@@ -142,9 +196,14 @@ StepStats Trainer::train_step() {
 
   double loss_sum = 0.0;  // sum over counted targets of their loss, this rank
   if (total > 0) {
+    int64_t last_m = -1;  // the last micro-batch that runs a backward
+    for (int64_t m = 0; m < n_micro; ++m)
+      if (counts[size_t(m)] > 0) last_m = m;
     for (int64_t m = 0; m < n_micro; ++m) {
       const int64_t n = counts[size_t(m)];
       if (n == 0) continue;
+      if (hooks_.before_backward) hooks_.before_backward(m == last_m);
+      if (reducer_) reducer_->begin_backward(m == last_m);
       auto first = batch.inputs.begin() + m * mb * L;
       auto tfirst = batch.targets.begin() + m * mb * L;
       Tensor ids = from_vector(std::vector<int32_t>(first, first + mb * L), {mb, L}, DType::I32);
@@ -156,24 +215,33 @@ StepStats Trainer::train_step() {
     }
   }
   if (hooks_.reduce_scalar) loss_sum = hooks_.reduce_scalar(loss_sum);
-  const std::vector<Tensor> params = optim_->params();
+  const std::vector<Tensor> params = zero_ ? zero_->params() : optim_->params();
+  if (reducer_) {
+    reducer_->finish();
+    s.comm_seconds = reducer_->wait_seconds();
+  }
   if (hooks_.reduce_gradients) hooks_.reduce_gradients(params);
 
   s.loss = total > 0 ? loss_sum / double(total) : std::nan("");
   if (hooks_.after_backward) hooks_.after_backward(step_, s.loss, params);
-  s.grad_norm = cfg_.optim.grad_clip > 0 ? optim_->clip_grad_norm_(cfg_.optim.grad_clip) : optim_->grad_norm();
+  s.grad_norm = grad_norm_and_clip();
   s.lr = schedule_->lr(step_);
   s.tokens = total;
 
   if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
     s.skipped = true;
     ++bad_streak_;
-    optim_->zero_grad();
   } else {
     bad_streak_ = 0;
-    optim_->step(s.lr);
-    optim_->zero_grad();
+    if (zero_)
+      zero_->step(s.lr);
+    else
+      optim_->step(s.lr);
   }
+  if (zero_)
+    zero_->zero_grad();
+  else
+    optim_->zero_grad();
   ++step_;
   tokens_seen_ += cfg_.run.global_batch * L;
   if (s.skipped) {
@@ -199,7 +267,7 @@ std::string Trainer::save_checkpoint() {
   ck.config_yaml = config_yaml_;
   ck.model_config_yaml = dump_model_config(cfg_.model);
   ck.model = model_->state_dict();
-  ck.optimizer = optim_->state_dict();
+  ck.optimizer = optimizer_state();  // collective with ZeRO-1: every rank gets here
   ck.step = step_;
   ck.tokens_seen = tokens_seen_;
   ck.loader_state = loader_->state();
@@ -250,8 +318,16 @@ TrainResult Trainer::run() {
     spdlog::info("resolved config:\n{}", config_yaml_);
     spdlog::info("model: {} parameters; {} steps of {} samples x {} tokens ({} micro-batches of {}); schedule {}",
                  model_->num_parameters(), cfg_.run.steps, cfg_.run.global_batch, cfg_.data.seq_len,
-                 cfg_.accum_steps(), cfg_.run.micro_batch, schedule_->describe());
+                 loader_->local_batch() / cfg_.run.micro_batch, cfg_.run.micro_batch, schedule_->describe());
     spdlog::info("run dir: {}", run_dir_);
+    if (reducer_) {
+      int64_t max_bucket = 0;
+      for (const Bucket& b : reducer_->buckets()) max_bucket = std::max(max_bucket, b.numel);
+      spdlog::info("data parallel: {} ranks ({}), {} samples per rank, {} gradient buckets (largest {:.2f} MB){}",
+                   opts_.world, opts_.comm->backend(), loader_->local_batch(), reducer_->buckets().size(),
+                   double(max_bucket) * double(dtype_size(model_->parameters().front().dtype())) / (1024.0 * 1024.0),
+                   zero_ ? ", ZeRO-1 sharded optimizer" : "");
+    }
   }
   if (step_ >= cfg_.run.steps && opts_.log && is_root())
     spdlog::warn("already at step {} of run.steps = {}: nothing to train (raise run.steps to continue)", step_,
@@ -283,13 +359,14 @@ TrainResult Trainer::run() {
       j["loss"] = std::isfinite(s.loss) ? nlohmann::json(s.loss) : nlohmann::json(nullptr);
       j["grad_norm"] = std::isfinite(s.grad_norm) ? nlohmann::json(s.grad_norm) : nlohmann::json(nullptr);
       j["tokens_per_s"] = s.seconds > 0 ? double(cfg_.run.global_batch * cfg_.data.seq_len) / s.seconds : 0.0;
+      if (reducer_) j["comm_seconds"] = s.comm_seconds;
       metrics_.write(j);
     }
     if (val_ && cfg_.run.eval_every > 0 && step_ % cfg_.run.eval_every == 0) do_eval();
     // Not during a streak of skipped steps: with keep_last, checkpoints of a diverging run
     // would push out the good ones the user needs to go back to.
     if (cfg_.run.ckpt_every > 0 && step_ % cfg_.run.ckpt_every == 0 && bad_streak_ == 0) save_checkpoint();
-    if (stop_requested()) {
+    if (stop_agreed()) {
       if (opts_.log && is_root()) spdlog::warn("stop requested: writing a checkpoint at step {} and exiting", step_);
       if (last_ckpt_step_ != step_) save_checkpoint();
       res.interrupted = true;

@@ -26,6 +26,16 @@
 // steps, saving, and continuing in fresh objects gives bit-identical parameters and moments
 // to training straight through (same hardware, thread count and rank count).
 //
+// Data parallelism (docs/distributed.md): TrainerOptions::comm with more than one rank makes
+// the trainer a DDP worker. The constructor broadcasts the parameters from rank 0 and
+// installs a GradReducer (train/ddp.h): gradients are summed over ranks in buckets that
+// start reducing during the last micro-batch's backward. With optim.zero: 1 the optimizer is
+// ShardedAdamW (train/zero.h) instead of AdamW. The counted-target count, the loss sum and
+// a stop request are also summed over ranks, so every rank takes the same decisions. Only
+// rank 0 logs progress and writes files; checkpoints have the unsharded format, and a run
+// resumes on any rank count (the loader's state is global). Every rank evaluates the whole
+// validation split.
+//
 // Signals: install_signal_handlers() makes SIGINT and SIGTERM set a flag; run() finishes the
 // current step, writes a checkpoint and returns with interrupted = true. A second signal
 // kills the process (the handler is one-shot).
@@ -42,11 +52,13 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "layers/model.h"
+#include "train/communicator.h"
 #include "train/eval.h"
 #include "train/lr_schedule.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/train_config.h"
+#include "train/zero.h"
 
 namespace hymba::train {
 
@@ -64,14 +76,23 @@ struct TrainerHooks {
   std::function<void(const std::vector<Tensor>& params)> reduce_gradients;
   // Sums a per-rank double (the loss sum of the global batch) for logging.
   std::function<double(double local)> reduce_scalar;
+  // Before each micro-batch's backward; last_micro is true for the last one of the step (the
+  // one whose backward completes the accumulated gradient).
+  std::function<void(bool last_micro)> before_backward;
   // Test hook, after gradient reduction and before the finite check: may alter the loss or
   // the gradients (e.g. inject a NaN). `step` is the number of completed steps before it.
+  // With ZeRO-1 on several ranks the reduced gradients live in the optimizer's shards, and
+  // the parameters have no .grad here.
   std::function<void(int64_t step, double& loss, const std::vector<Tensor>& params)> after_backward;
 };
 
 struct TrainerOptions {
   std::string run_dir;         // "" : cfg.run.out_dir
   int rank = 0, world = 1;     // only rank 0 logs progress and writes files
+  // Data parallelism: when set, rank and world come from it, and with world > 1 the trainer
+  // reduces gradients over it (the hooks above for counts, gradients and the loss are then
+  // provided by the trainer). Null: one process.
+  std::shared_ptr<Communicator> comm;
   bool write_files = true;     // metrics, config.yaml, checkpoints
   bool log = true;             // progress lines through spdlog
 };
@@ -84,6 +105,7 @@ struct StepStats {
   int64_t tokens = 0;      // counted targets
   bool skipped = false;
   double seconds = 0.0;
+  double comm_seconds = 0.0;  // data parallelism: time blocked waiting for gradient reduction
 };
 
 struct TrainResult {
@@ -114,7 +136,11 @@ class Trainer {
   bool has_val() const { return val_ != nullptr; }
 
   Model& model() { return *model_; }
-  AdamW& optimizer() { return *optim_; }
+  // The unsharded optimizer (throws with optim.zero: 1 on several ranks).
+  AdamW& optimizer();
+  ShardedAdamW* sharded_optimizer() { return zero_.get(); }
+  int rank() const { return opts_.rank; }
+  int world() const { return opts_.world; }
   const TrainConfig& config() const { return cfg_; }
   const std::string& run_dir() const { return run_dir_; }
   int64_t step() const { return step_; }
@@ -128,13 +154,18 @@ class Trainer {
  private:
   bool is_root() const { return opts_.rank == 0; }
   void log_step(const StepStats& s);
+  double grad_norm_and_clip();
+  NamedTensors optimizer_state() const;
+  bool stop_agreed();
 
   TrainConfig cfg_;
   TrainerOptions opts_;
   TrainerHooks hooks_;
   std::string run_dir_, config_yaml_;
   std::unique_ptr<Model> model_;
-  std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<AdamW> optim_;            // null with ZeRO-1
+  std::unique_ptr<GradReducer> reducer_;    // world > 1
+  std::unique_ptr<ShardedAdamW> zero_;      // optim.zero: 1 and world > 1
   std::unique_ptr<LRSchedule> schedule_;
   std::shared_ptr<data::TokenDataset> train_data_, val_;
   std::unique_ptr<data::DataLoader> loader_;

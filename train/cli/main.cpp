@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "train/cli/args.h"
 #include "train/cli/command.h"
+#include "train/distributed.h"
 
 namespace hymba::cli {
 
@@ -82,10 +83,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "hymba %s: %s (see hymba %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
       return 2;
     } catch (const hymba::UserError& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      // Several ranks: prints "[rank R] error: ..." and aborts the whole job (MPI_Abort), so
+      // the other ranks do not wait forever in their next collective.
+      hymba::train::fail_job(e.what());
+      hymba::train::finalize_distributed();
       return 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "internal error: %s\n", e.what());
+      hymba::train::fail_job(e.what(), "internal error");
+      hymba::train::finalize_distributed();
       return 1;
     }
   }
