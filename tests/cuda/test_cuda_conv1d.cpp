@@ -85,6 +85,23 @@ TEST(CudaConv1d, ManyRowsPerChannel) {
   check_case(3, 6, 1000, 4, true, true, DType::F32, 2000);
 }
 
+// layers/ssm_mixer.cpp passes x as a transposed (B, L, C) activation: not contiguous.
+TEST(CudaConv1d, TransposedInput) {
+  HYMBA_REQUIRE_GPU();
+  const Tensor x = cudatest::randn_cpu({2, 40, 7}, 2500), dy = cudatest::randn_cpu({2, 40, 7}, 2501);
+  const Tensor w = cudatest::randn_cpu({7, 4}, 2502, DType::F32, 0.5), b = cudatest::randn_cpu({7}, 2503);
+  const Tensor xr = x.transpose(1, 2), dyr = dy.transpose(1, 2);
+  const Tensor xg = x.to(gpu).transpose(1, 2), dyg = dy.to(gpu).transpose(1, 2);
+  ASSERT_FALSE(xg.is_contiguous());
+  EXPECT_CUDA_CLOSE(kernels::causal_conv1d_forward(xg, w.to(gpu), b.to(gpu), true),
+                    kernels::cpu::causal_conv1d_forward(xr, w, b, true), 1e-5, "transposed x: y");
+  auto [dx_r, dw_r, db_r] = kernels::cpu::causal_conv1d_backward(dyr, xr, w, b, true, true);
+  auto [dx_g, dw_g, db_g] = kernels::causal_conv1d_backward(dyg, xg, w.to(gpu), b.to(gpu), true, true);
+  EXPECT_CUDA_CLOSE(dx_g, dx_r, 1e-5, "transposed x: dx");
+  EXPECT_CUDA_CLOSE(dw_g, dw_r, 1e-4, "transposed x: dweight");
+  EXPECT_CUDA_CLOSE(db_g, db_r, 1e-4, "transposed x: dbias");
+}
+
 TEST(CudaConv1d, BackwardIsDeterministic) {
   HYMBA_REQUIRE_GPU();
   const Tensor x = cudatest::randn_cpu({4, 16, 3000}, 3000).to(gpu);

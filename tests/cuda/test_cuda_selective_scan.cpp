@@ -171,6 +171,45 @@ TEST(CudaSelectiveScan, BackwardIsDeterministic) {
   }
 }
 
+// The layout layers/ssm_mixer.cpp passes: delta and z are (B, L, D) activations and B, C
+// slices of the (B, L, dt_rank + 2N) x_proj output, all seen as (B, X, L) through transposes,
+// so none is contiguous. Same tolerance as the f32 cases above.
+TEST(CudaSelectiveScan, ModelLayoutViews) {
+  HYMBA_REQUIRE_GPU();
+  const int64_t Bn = 2, Dn = 24, N = 16, L = 70, R = 5;
+  Generator g(900);
+  const Tensor proj = randn({Bn, L, R + 2 * N}, DType::F32, &g);
+  const Tensor dt = rand({Bn, L, Dn}, DType::F32, &g, -3.0, 0.5), zz = randn({Bn, L, Dn}, DType::F32, &g);
+  const Tensor u = randn({Bn, Dn, L}, DType::F32, &g), A = rand({Dn, N}, DType::F32, &g, -2.0, -0.1);
+  const Tensor D = randn({Dn}, DType::F32, &g), bias = rand({Dn}, DType::F32, &g, 0.0, 0.3);
+  const Tensor dout = randn({Bn, Dn, L}, DType::F32, &g);
+  auto views = [&](const Tensor& p, const Tensor& d, const Tensor& z) {
+    return std::tuple{d.transpose(1, 2), p.narrow(2, R, N).transpose(1, 2), p.narrow(2, R + N, N).transpose(1, 2),
+                      z.transpose(1, 2)};
+  };
+  const auto [dr, Br, Cr, zr] = views(proj, dt, zz);
+  const auto [dg, Bg, Cg, zg] = views(proj.to(gpu), dt.to(gpu), zz.to(gpu));
+  ASSERT_FALSE(Bg.is_contiguous());
+  ASSERT_FALSE(dg.is_contiguous());
+  auto [out_r, last_r, states_r] = kernels::cpu::selective_scan_forward(u, dr, A, Br, Cr, D, zr, bias, true, 64);
+  auto [out_g, last_g, states_g] = kernels::selective_scan_forward(u.to(gpu), dg, A.to(gpu), Bg, Cg, D.to(gpu), zg,
+                                                                   bias.to(gpu), true, 64);
+  EXPECT_CUDA_CLOSE(out_g, out_r, 1e-4, "views out");
+  EXPECT_CUDA_CLOSE(last_g, last_r, 1e-4, "views final state");
+  const kernels::SelectiveScanGrads gr =
+      kernels::cpu::selective_scan_backward(dout, u, dr, A, Br, Cr, D, zr, bias, true, states_r, 64);
+  const kernels::SelectiveScanGrads gg = kernels::selective_scan_backward(
+      dout.to(gpu), u.to(gpu), dg, A.to(gpu), Bg, Cg, D.to(gpu), zg, bias.to(gpu), true, states_g, 64);
+  expect_grad(gg.du, gr.du, 1e-4, "views du");
+  expect_grad(gg.ddelta, gr.ddelta, 1e-4, "views ddelta");
+  expect_grad(gg.dA, gr.dA, 1e-4, "views dA");
+  expect_grad(gg.dB, gr.dB, 1e-4, "views dB");
+  expect_grad(gg.dC, gr.dC, 1e-4, "views dC");
+  expect_grad(gg.dD, gr.dD, 1e-4, "views dD");
+  expect_grad(gg.dz, gr.dz, 1e-4, "views dz");
+  expect_grad(gg.ddelta_bias, gr.ddelta_bias, 1e-4, "views ddelta_bias");
+}
+
 // L single steps from a zero state reproduce the full scan's outputs and final state.
 void check_steps(const Case& c, DType dt, double rtol, uint64_t seed) {
   const std::string what = name(c, dt) + " steps";
