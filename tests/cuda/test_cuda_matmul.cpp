@@ -154,6 +154,19 @@ TEST(CudaMatmul, OutAccumulatesAndIgnoresOldContentsAtBetaZero) {
     kernels::matmul_out(nan_c, a.to(gpu), b.to(gpu), false, true, 1.0, 0.0);
     EXPECT_CUDA_CLOSE(nan_c, kernels::matmul(a.to(r), b.to(r), false, true), rtol_of(dt),
                       std::string("matmul_out beta 0 over NaN ") + dtype_name(dt));
+    // Batched operands (no shared weight) into column-major c: one strided-batched gemm whose
+    // operands and batch strides are swapped for C^T = B^T A^T.
+    const Tensor bb = cudatest::randn_cpu({2, 64, 17}, 55, dt);
+    Tensor bst_g = c0.to(gpu).transpose(1, 2).contiguous(), bst_r = c0.to(r).transpose(1, 2).contiguous();
+    kernels::matmul_out(bst_g.transpose(1, 2), a.to(gpu), bb.to(gpu), false, false, 1.0, 0.5);
+    kernels::matmul_out(bst_r.transpose(1, 2), a.to(r), bb.to(r), false, false, 1.0, 0.5);
+    EXPECT_CUDA_CLOSE(bst_g, bst_r, rtol_of(dt), std::string("batched matmul_out column-major c ") + dtype_name(dt));
+    // A column slice of a wider c (leading dimension 40, c at an odd element offset): written
+    // in place, so cuBLASLt sees a C pointer aligned to only one element.
+    Tensor wide_g = zeros({2, 129, 40}, TensorOptions(dt, gpu)), wide_r = zeros({2, 129, 40}, TensorOptions(r));
+    kernels::matmul_out(wide_g.narrow(2, 3, 17), a.to(gpu), b.to(gpu), false, true, 1.0, 0.0);
+    kernels::matmul_out(wide_r.narrow(2, 3, 17), a.to(r), b.to(r), false, true, 1.0, 0.0);
+    EXPECT_CUDA_CLOSE(wide_g, wide_r, rtol_of(dt), std::string("matmul_out into a column slice ") + dtype_name(dt));
   }
   // An output whose batch entries cannot be written by cuBLAS (every other column): through a
   // temporary.

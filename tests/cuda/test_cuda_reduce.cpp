@@ -96,6 +96,20 @@ TEST(CudaReduce, SumMeanViews) {
   check_sum_mean(b, DType::F32, {0}, [](const Tensor& v) { return v.expand({33, 9}); });
 }
 
+// The header promises the same bits on every run (fixed chunking, no atomics): chunked rows,
+// chunked columns and a full reduction, each run twice.
+TEST(CudaReduce, SumIsBitwiseRepeatable) {
+  HYMBA_REQUIRE_GPU();
+  const Tensor x = cudatest::randn_cpu({3, 1000003}, 80).to(gpu);
+  const Tensor c = cudatest::randn_cpu({4099, 37}, 81).to(gpu);
+  for (const auto& [t, dims] : {std::pair{x, std::vector<int64_t>{1}}, std::pair{c, std::vector<int64_t>{0}},
+                                std::pair{x, std::vector<int64_t>{}}}) {
+    const std::vector<float> a = kernels::sum(t, dims).to_vector<float>();
+    const std::vector<float> b = kernels::sum(t, dims).to_vector<float>();
+    EXPECT_EQ(a, b) << "sum of " << shape_str(t.shape()) << " over " << dims_str(dims);
+  }
+}
+
 TEST(CudaReduce, SumOfEmptyDimIsZero) {
   HYMBA_REQUIRE_GPU();
   const Tensor x = empty({3, 0}, TensorOptions(DType::F32, gpu));
