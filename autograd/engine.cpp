@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/profiler.h"
 #include "kernels/elementwise.h"
 
 namespace hymba::autograd {
@@ -19,9 +20,15 @@ struct NodeState {
   tensor_list inputs;  // gradients w.r.t. the node's outputs, summed over incoming edges
 };
 
-}  // namespace
+// capture: for grad(), the accumulators of the requested leaves and where their gradient
+// goes; those nodes are not run. Null for backward().
+struct Capture {
+  std::unordered_map<Node*, size_t> index;
+  tensor_list* out = nullptr;
+};
 
-void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph,
+                  const Capture* capture) {
   HYMBA_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
   NoGradGuard no_grad;  // backward kernels record nothing
 
@@ -94,6 +101,17 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     Node* n = ready.top();
     ready.pop();
     NodeState& s = state[n];
+    if (capture) {
+      auto it = capture->index.find(n);
+      if (it != capture->index.end()) {
+        if (!s.inputs.empty()) (*capture->out)[it->second] = std::move(s.inputs[0]);
+        continue;
+      }
+      HYMBA_CHECK(!dynamic_cast<AccumulateGrad*>(n), "autograd::grad: the graph reaches a leaf ",
+                  shape_str(n->outputs[0].shape),
+                  " that requires grad but is not among the requested inputs (a checkpointed function "
+                  "used a parameter it was not given?)");
+    }
     tensor_list in = std::move(s.inputs);
     in.resize(n->outputs.size());
     for (size_t i = 0; i < in.size(); ++i) {
@@ -102,7 +120,11 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
         in[i] = zeros(m.shape, TensorOptions(m.dtype, m.device));
       }
     }
-    tensor_list out = n->apply(std::move(in));
+    tensor_list out;
+    {
+      profiler::Scope scope(n->name());
+      out = n->apply(std::move(in));
+    }
     if (!retain_graph) {
       n->release_saved();
       n->saved_released = true;
@@ -121,6 +143,30 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (--state[e.fn.get()].dependencies == 0) ready.push(e.fn.get());
     }
   }
+}
+
+}  // namespace
+
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  run_backward(roots, grads, retain_graph, nullptr);
+}
+
+tensor_list grad(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, const std::vector<Tensor>& inputs,
+                 bool retain_graph) {
+  tensor_list out(inputs.size());
+  Capture capture;
+  capture.out = &out;
+  std::vector<Edge> keep;  // the accumulators live at least as long as this pass
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    HYMBA_CHECK(t.defined() && t.requires_grad() && t.is_leaf(), "autograd::grad: input ", i,
+                " must be a leaf that requires grad, got ", t.defined() ? t.meta_str() : "undefined");
+    Edge e = gradient_edge(t);
+    HYMBA_CHECK(capture.index.emplace(e.fn.get(), i).second, "autograd::grad: input ", i, " is given twice");
+    keep.push_back(std::move(e));
+  }
+  run_backward(roots, grads, retain_graph, &capture);
+  return out;
 }
 
 }  // namespace hymba::autograd

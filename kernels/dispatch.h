@@ -12,22 +12,34 @@
 #pragma once
 
 #include "core/error.h"
+#include "core/profiler.h"
 #include "core/tensor.h"
 
+// Each dispatched call runs inside a profiler scope named after the op (core/profiler.h):
+// one branch on a global flag while profiling is off.
+#define HYMBA_PROFILED_CALL(fn, ...) \
+  ([&]() -> decltype(auto) {                          \
+    ::hymba::profiler::Scope hymba_profiler_scope_(#fn); \
+    return __VA_ARGS__;                               \
+  }())
+
 #ifdef HYMBA_WITH_CUDA
-#define HYMBA_DISPATCH(device, fn, ...) \
-  ((device).is_cuda() ? ::hymba::kernels::cuda::fn(__VA_ARGS__) : ::hymba::kernels::cpu::fn(__VA_ARGS__))
+#define HYMBA_DISPATCH(device, fn, ...)                                                            \
+  HYMBA_PROFILED_CALL(fn, (device).is_cuda() ? ::hymba::kernels::cuda::fn(__VA_ARGS__)           \
+                                             : ::hymba::kernels::cpu::fn(__VA_ARGS__))
 #else
 #define HYMBA_DISPATCH(device, fn, ...)                                                              \
-  ((device).is_cuda() ? (HYMBA_FAIL(#fn ": CUDA tensor given but this build has no CUDA support"), \
-                         ::hymba::kernels::cpu::fn(__VA_ARGS__))                                     \
-                      : ::hymba::kernels::cpu::fn(__VA_ARGS__))
+  HYMBA_PROFILED_CALL(fn, (device).is_cuda()                                                         \
+                              ? (HYMBA_FAIL(#fn ": CUDA tensor given but this build has no CUDA support"), \
+                                 ::hymba::kernels::cpu::fn(__VA_ARGS__))                             \
+                              : ::hymba::kernels::cpu::fn(__VA_ARGS__))
 #endif
 
-#define HYMBA_DISPATCH_CPU_ONLY(device, fn, ...)                                                  \
-  ((device).is_cuda() ? (HYMBA_FAIL(#fn ": no CUDA kernel yet (CUDA backend issue)"),            \
-                         ::hymba::kernels::cpu::fn(__VA_ARGS__))                                  \
-                      : ::hymba::kernels::cpu::fn(__VA_ARGS__))
+#define HYMBA_DISPATCH_CPU_ONLY(device, fn, ...)                                          \
+  HYMBA_PROFILED_CALL(fn, (device).is_cuda()                                              \
+                              ? (HYMBA_FAIL(#fn ": no CUDA kernel yet (CUDA backend issue)"), \
+                                 ::hymba::kernels::cpu::fn(__VA_ARGS__))                  \
+                              : ::hymba::kernels::cpu::fn(__VA_ARGS__))
 
 namespace hymba::kernels {
 

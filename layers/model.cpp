@@ -1,5 +1,8 @@
 #include "layers/model.h"
 
+#include <algorithm>
+
+#include "autograd/checkpoint.h"
 #include "autograd/ops.h"
 
 namespace hymba {
@@ -31,10 +34,47 @@ Tensor Model::hidden_states(const Tensor& ids) const {
   return run_layers(ids, store);
 }
 
+std::vector<std::pair<int64_t, int64_t>> Model::recompute_units() const {
+  const int64_t n = cfg_.num_layers;
+  // last[i]: the last layer that must share a unit with layer i (its last KV consumer).
+  std::vector<int64_t> last(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) last[size_t(i)] = i;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t p = cfg_.layers[size_t(i)].kv_producer;
+    if (p >= 0) last[size_t(p)] = std::max(last[size_t(p)], i);
+  }
+  std::vector<std::pair<int64_t, int64_t>> units;
+  for (int64_t a = 0; a < n;) {
+    int64_t b = last[size_t(a)];
+    for (int64_t j = a; j <= b; ++j) b = std::max(b, last[size_t(j)]);  // overlapping groups merge
+    units.emplace_back(a, b);
+    a = b + 1;
+  }
+  return units;
+}
+
 Tensor Model::run_layers(const Tensor& ids, KVStore& store) const {
   const int64_t M = cfg_.num_meta_tokens;
   Tensor x = M > 0 ? embed_with_meta(embed_tokens->weight, ids, memory_tokens) : embed_tokens->forward(ids);
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<DecoderLayer>(i)->forward(x, store);
+  if (recompute_ && GradMode::is_enabled() && store.capture == nullptr) {
+    for (const auto& [a, b] : recompute_units()) {
+      std::vector<Tensor> params;
+      for (int64_t l = a; l <= b; ++l) {
+        auto p = layers->at<DecoderLayer>(size_t(l))->parameters();
+        params.insert(params.end(), p.begin(), p.end());
+      }
+      // The unit's own store: its k, v never outlive it (consumers are inside the unit).
+      auto unit = [this, a = a, b = b](const std::vector<Tensor>& in) -> std::vector<Tensor> {
+        KVStore local(size_t(cfg_.num_layers));
+        Tensor y = in[0];
+        for (int64_t l = a; l <= b; ++l) y = layers->at<DecoderLayer>(size_t(l))->forward(y, local);
+        return {y};
+      };
+      x = autograd::checkpoint(unit, {x}, params)[0];
+    }
+  } else {
+    for (size_t i = 0; i < layers->size(); ++i) x = layers->at<DecoderLayer>(i)->forward(x, store);
+  }
   // RMSNorm is per position, so dropping the meta rows first gives the same result cheaper.
   if (M > 0) x = drop_meta(x, M);
   return final_layernorm->forward(x);

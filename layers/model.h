@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "layers/basic.h"
@@ -67,6 +68,17 @@ class Model : public Module {
   // Attention costs O(M + W) per token in sliding-window layers, O(M + position) in full ones.
   Tensor decode_step(const Tensor& ids, InferenceCache& cache) const;
 
+  // Activation recomputation for training (run.recompute): the forward keeps only the input
+  // of each checkpointed unit and the backward recomputes the unit (autograd/checkpoint.h).
+  // A unit is one decoder layer, except that a KV-sharing group, from its producer to its
+  // last consumer and every layer between, is one unit: the consumers read k and v made
+  // inside the producer. Gradients are the same as without recomputation; only used while
+  // grad mode is on (generation and eval run as usual).
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+  // The checkpointed units as inclusive layer ranges [first, last], in order.
+  std::vector<std::pair<int64_t, int64_t>> recompute_units() const;
+
   const ModelConfig& config() const { return cfg_; }
   const Tensor& head_weight() const { return lm_head ? lm_head->weight : embed_tokens->weight; }
 
@@ -81,6 +93,7 @@ class Model : public Module {
   // The layers and final norm over ids (B, L) -> (B, L, hidden), meta outputs dropped.
   Tensor run_layers(const Tensor& ids, KVStore& store) const;
   ModelConfig cfg_;
+  bool recompute_ = false;
 };
 
 }  // namespace hymba

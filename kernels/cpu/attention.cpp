@@ -1,3 +1,9 @@
+// The exp loops below use exp_nonpos (kernels/activation.h), whose selects vectorize only
+// with trapping math off (see kernels/cpu/activation.cpp); no result changes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "kernels/attention.h"
 
 #include <cmath>
@@ -6,12 +12,14 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/activation.h"
 
 namespace hymba::kernels::cpu {
 namespace {
 
 constexpr int64_t kQ = kAttnQueryTile;
 constexpr int64_t kK = kAttnKeyTile;
+static_assert(kQ <= kK, "transposed query tiles are stored with the key tile's row stride");
 
 struct Dims {
   int64_t B, Hq, Hkv, T, dk, dv, group;
@@ -68,18 +76,110 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
 }
 
 // out[r * kK + c] = <a_r, b_{k0+c}> for rows a (nq x d) and b (T x d). The b tile is
-// transposed into bt first so the inner loop runs over keys with unit stride and vectorizes
-// (a dot product per pair would end every 64-element sum in a horizontal reduction).
+// transposed into bt first (columns past nk zeroed) so the inner loop runs over a whole tile
+// row of keys with unit stride and a constant trip count; four query rows share each load
+// of bt, and their accumulators (4 x kK) stay in vector registers across the d loop. Each
+// output is summed over j in order, as a plain loop would.
 template <typename T>
 void block_dots(const T* a, const T* b, T* bt, T* out, int64_t nq, int64_t k0, int64_t nk, int64_t d) {
-  for (int64_t c = 0; c < nk; ++c)
-    for (int64_t j = 0; j < d; ++j) bt[j * kK + c] = b[(k0 + c) * d + j];
-  for (int64_t r = 0; r < nq; ++r) {
-    T* o = out + r * kK;
-    std::fill(o, o + nk, T(0));
-    const T* ar = a + r * d;
-    for (int64_t j = 0; j < d; ++j) axpy(ar[j], bt + j * kK, o, nk);
+  for (int64_t j = 0; j < d; ++j) {
+    T* btj = bt + j * kK;
+    for (int64_t c = 0; c < nk; ++c) btj[c] = b[(k0 + c) * d + j];
+    for (int64_t c = nk; c < kK; ++c) btj[c] = T(0);
   }
+  int64_t r = 0;
+  for (; r + 4 <= nq; r += 4) {
+    T acc0[kK] = {}, acc1[kK] = {}, acc2[kK] = {}, acc3[kK] = {};
+    const T *a0 = a + r * d, *a1 = a0 + d, *a2 = a1 + d, *a3 = a2 + d;
+    for (int64_t j = 0; j < d; ++j) {
+      const T* __restrict btj = bt + j * kK;
+      const T x0 = a0[j], x1 = a1[j], x2 = a2[j], x3 = a3[j];
+#pragma omp simd
+      for (int64_t c = 0; c < kK; ++c) {
+        acc0[c] += x0 * btj[c];
+        acc1[c] += x1 * btj[c];
+        acc2[c] += x2 * btj[c];
+        acc3[c] += x3 * btj[c];
+      }
+    }
+    std::copy(acc0, acc0 + nk, out + r * kK);
+    std::copy(acc1, acc1 + nk, out + (r + 1) * kK);
+    std::copy(acc2, acc2 + nk, out + (r + 2) * kK);
+    std::copy(acc3, acc3 + nk, out + (r + 3) * kK);
+  }
+  for (; r < nq; ++r) {
+    T acc[kK] = {};
+    const T* ar = a + r * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const T* __restrict btj = bt + j * kK;
+      const T x = ar[j];
+#pragma omp simd
+      for (int64_t c = 0; c < kK; ++c) acc[c] += x * btj[c];
+    }
+    std::copy(acc, acc + nk, out + r * kK);
+  }
+}
+
+// acc (nq x n, row stride ldacc) += p (nq x nk, row stride kK) * w (nk x n, row stride ldw):
+// the products P V, dS K and (transposed operands) P^T dO, dS^T Q of attention. Register
+// blocked like block_dots: four rows of acc times 64 columns stay in registers over the nk
+// loop. Each output is summed over the key index in order, as a plain loop would.
+template <typename T>
+void block_acc(const T* p, const T* w, T* acc, int64_t nq, int64_t nk, int64_t n, int64_t ldw, int64_t ldacc) {
+  constexpr int64_t kC = 64;
+  for (int64_t c0 = 0; c0 < n; c0 += kC) {
+    const int64_t nc = std::min(kC, n - c0);
+    int64_t r = 0;
+    if (nc == kC) {
+      for (; r + 4 <= nq; r += 4) {
+        T a0[kC], a1[kC], a2[kC], a3[kC];
+        T* o0 = acc + r * ldacc + c0;
+        std::copy(o0, o0 + kC, a0);
+        std::copy(o0 + ldacc, o0 + ldacc + kC, a1);
+        std::copy(o0 + 2 * ldacc, o0 + 2 * ldacc + kC, a2);
+        std::copy(o0 + 3 * ldacc, o0 + 3 * ldacc + kC, a3);
+        const T* p0 = p + r * kK;
+        for (int64_t c = 0; c < nk; ++c) {
+          const T* __restrict wr = w + c * ldw + c0;
+          const T x0 = p0[c], x1 = p0[kK + c], x2 = p0[2 * kK + c], x3 = p0[3 * kK + c];
+#pragma omp simd
+          for (int64_t j = 0; j < kC; ++j) {
+            a0[j] += x0 * wr[j];
+            a1[j] += x1 * wr[j];
+            a2[j] += x2 * wr[j];
+            a3[j] += x3 * wr[j];
+          }
+        }
+        std::copy(a0, a0 + kC, o0);
+        std::copy(a1, a1 + kC, o0 + ldacc);
+        std::copy(a2, a2 + kC, o0 + 2 * ldacc);
+        std::copy(a3, a3 + kC, o0 + 3 * ldacc);
+      }
+    }
+    for (; r < nq; ++r) {
+      T* __restrict o = acc + r * ldacc + c0;
+      for (int64_t c = 0; c < nk; ++c) axpy(p[r * kK + c], w + c * ldw + c0, o, nc);
+    }
+  }
+}
+
+// dS = P * (dP - delta_row), in place of dP (0 wherever P is 0, masked keys included).
+template <typename T>
+void block_ds(const T* p, T* dp, const T* delta_rows, int64_t nq, int64_t nk) {
+  for (int64_t r = 0; r < nq; ++r) {
+    const T* pr = p + r * kK;
+    T* dr = dp + r * kK;
+    const T dl = delta_rows[r];
+#pragma omp simd
+    for (int64_t c = 0; c < nk; ++c) dr[c] = pr[c] == T(0) ? T(0) : pr[c] * (dr[c] - dl);
+  }
+}
+
+// dst (kK x kQ) = src^T for src (nq x nk) with row stride kK; rows nk.. of dst untouched.
+template <typename T>
+void transpose_block(const T* src, T* dst, int64_t nq, int64_t nk) {
+  for (int64_t c = 0; c < nk; ++c)
+    for (int64_t r = 0; r < nq; ++r) dst[c * kK + r] = src[r * kK + c];
 }
 
 // Scores of one block: s[r * kK + c] = <qs_r, k_{k0+c}>, masked entries set to -inf.
@@ -124,12 +224,15 @@ void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& 
         for (int64_t r = 0; r < nq; ++r) {
           T* sr = s.data() + r * kK;
           T mx = m[r];
+#pragma omp simd reduction(max : mx)
           for (int64_t c = 0; c < nk; ++c) mx = std::max(mx, sr[c]);
           if (mx == -std::numeric_limits<T>::infinity()) continue;  // nothing visible yet in this row
           const T alpha = std::exp(m[r] - mx);                     // 0 on the first visible tile
+          // Every argument is <= 0 (masked ones -inf): the vectorizing exp applies.
           T sum = 0;
+#pragma omp simd reduction(+ : sum)
           for (int64_t c = 0; c < nk; ++c) {
-            sr[c] = std::exp(sr[c] - mx);
+            sr[c] = exp_nonpos(sr[c] - mx);
             sum += sr[c];
           }
           m[r] = mx;
@@ -137,9 +240,12 @@ void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& 
           T* ar = acc.data() + r * d.dv;
           if (alpha != T(1))
             for (int64_t j = 0; j < d.dv; ++j) ar[j] *= alpha;
-          for (int64_t c = 0; c < nk; ++c)
-            if (sr[c] != T(0)) axpy(sr[c], vp + (k0 + c) * d.dv, ar, d.dv);
         }
+        // Rows with nothing visible yet kept their -inf scores: zero them (exp(-inf)) so
+        // the block product adds nothing to those rows.
+        for (int64_t r = 0; r < nq; ++r)
+          if (m[r] == -std::numeric_limits<T>::infinity()) std::fill(s.data() + r * kK, s.data() + r * kK + nk, T(0));
+        block_acc(s.data(), vp + k0 * d.dv, acc.data(), nq, nk, d.dv, d.dv, d.dv);
       };
       const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
       for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);
@@ -162,7 +268,10 @@ void block_probs(T* s, const S* lse_rows, int64_t nq, int64_t nk) {
   for (int64_t r = 0; r < nq; ++r) {
     T* sr = s + r * kK;
     const T lr = T(lse_rows[r]);
-    for (int64_t c = 0; c < nk; ++c) sr[c] = std::exp(sr[c] - lr);  // exp(-inf) = 0
+    // s - lse <= 0 up to rounding (exp_nonpos is exact to 2 ulp slightly above 0 too);
+    // masked entries are -inf and give 0.
+#pragma omp simd
+    for (int64_t c = 0; c < nk; ++c) sr[c] = exp_nonpos(sr[c] - lr);
   }
 }
 
@@ -187,8 +296,8 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
   // and the query tiles that can see it, always in the same order.
   if (dk || dv) {
     parallel_for(d.B * d.Hkv * nkt, grain_for(kK * span * (d.dk + d.dv) * 4 * d.group), [&](int64_t w0, int64_t w1) {
-      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dka(kK * d.dk), dva(kK * d.dv), kt_buf(d.dk * kK),
-          vt_buf(d.dv * kK);
+      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), st(kK * kK), dka(kK * d.dk), dva(kK * d.dv),
+          kt_buf(d.dk * kK), vt_buf(d.dv * kK);
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t kt = w % nkt, bk = w / nkt, b = bk / d.Hkv, hk = bk % d.Hkv;
         const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
@@ -210,18 +319,16 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
             for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
             block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
             block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
-            if (dk) block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
-            for (int64_t r = 0; r < nq; ++r) {
-              const T* sr = s.data() + r * kK;
-              const T* dpr = dp.data() + r * kK;
-              const T* dor = dop + r * d.dv;
-              const T dr = delta[bh * d.T + q0 + r];
-              for (int64_t c = 0; c < nk; ++c) {
-                if (sr[c] == T(0)) continue;
-                if (dv) axpy(sr[c], dor, dva.data() + c * d.dv, d.dv);
-                // dS = P * (dP - delta); dK_c += dS * q_r * scale (qs already holds the scale).
-                if (dk) axpy(sr[c] * (dpr[c] - dr), qs.data() + r * d.dk, dka.data() + c * d.dk, d.dk);
-              }
+            if (dv) {  // dV += P^T dO
+              transpose_block(s.data(), st.data(), nq, nk);
+              block_acc(st.data(), dop, dva.data(), nk, nq, d.dv, d.dv, d.dv);
+            }
+            if (dk) {
+              block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
+              // dS = P * (dP - delta); dK += dS^T q * scale (qs already holds the scale).
+              block_ds(s.data(), dp.data(), delta.data() + bh * d.T + q0, nq, nk);
+              transpose_block(dp.data(), st.data(), nq, nk);
+              block_acc(st.data(), qs.data(), dka.data(), nk, nq, d.dk, d.dk, d.dk);
             }
           }
         }
@@ -251,16 +358,8 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
           block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
           block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
           block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
-          for (int64_t r = 0; r < nq; ++r) {
-            const T* sr = s.data() + r * kK;
-            const T* dpr = dp.data() + r * kK;
-            const T dr = delta[bh * d.T + q0 + r];
-            T* dqr = dqa.data() + r * d.dk;
-            for (int64_t c = 0; c < nk; ++c) {
-              if (sr[c] == T(0)) continue;
-              axpy(sr[c] * (dpr[c] - dr), kp + (k0 + c) * d.dk, dqr, d.dk);
-            }
-          }
+          block_ds(s.data(), dp.data(), delta.data() + bh * d.T + q0, nq, nk);  // dS
+          block_acc(dp.data(), kp + k0 * d.dk, dqa.data(), nq, nk, d.dk, d.dk, d.dk);  // dQ += dS K
         };
         const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
         for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);

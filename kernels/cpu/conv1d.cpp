@@ -1,6 +1,12 @@
 // CPU causal depthwise conv1d. One (b, c) row at a time; the width is a template parameter so
 // the tap loop unrolls and the loop over t vectorizes. The first W-1 steps, which read the
 // zero padding, are peeled off the main loop.
+// The SiLU loops use exp_nonpos (kernels/activation.h), whose selects vectorize only with
+// trapping math off (see kernels/cpu/activation.cpp); no result changes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "kernels/conv1d.h"
 
 #include <algorithm>
@@ -9,6 +15,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/activation.h"
 
 namespace hymba::kernels::cpu {
 namespace {
@@ -40,9 +47,12 @@ ConvDims check_inputs(const char* op, bool seq, const Tensor& x, const Tensor& w
   return {x.size(0), x.size(1), seq ? x.size(2) : 1, w.size(1)};
 }
 
+// Through exp(-|v|), which never overflows and vectorizes (glibc's expf does not).
 template <typename T>
 inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
+  const T e = exp_nonpos(-std::abs(v));
+  const T inv = T(1) / (T(1) + e);
+  return v >= T(0) ? inv : e * inv;
 }
 
 // Pre-activation of one row: s[t] = bias + sum_k w[k] x[t-(W-1)+k].

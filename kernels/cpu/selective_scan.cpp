@@ -10,6 +10,7 @@
 #include <bit>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
@@ -41,18 +42,53 @@ inline float exp_fast(float x) {
 }
 inline double exp_fast(double x) { return std::exp(x); }
 
-// softplus with PyTorch's threshold: v itself above 20, where log1p(exp(v)) == v in fp32.
-template <typename T>
-inline T softplus(T v) {
-  return v > T(20) ? v : std::log1p(std::exp(v));
+// log of a positive normal f32 without calls or branches (Cephes logf: frexp by bit
+// manipulation and a degree-9 polynomial, within 2 ulp), so per-step loops vectorize.
+inline float log_fast(float x) {
+  const int32_t bits = std::bit_cast<int32_t>(x);
+  int32_t e = ((bits >> 23) & 0xff) - 126;
+  float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f000000);  // [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1 : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  const float fe = float(e);
+  y += -2.12194440e-4f * fe;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * fe;
 }
+
+// softplus with PyTorch's threshold: v itself above 20, where log1p(exp(v)) == v in fp32;
+// else max(v, 0) + log1p(exp(-|v|)), with log1p(w) = log(1 + w) * w / ((1 + w) - 1), which
+// keeps full precision for tiny w. Branch-free in f32 (the per-step loops vectorize).
+inline float softplus(float v) {
+  const float w = exp_fast(-std::abs(v));
+  const float u = 1.0f + w;
+  const float l1p = u == 1.0f ? w : log_fast(u) * (w / (u - 1.0f));
+  const float r = std::max(v, 0.0f) + l1p;
+  return v > 20.0f ? v : r;
+}
+inline double softplus(double v) { return v > 20.0 ? v : std::log1p(std::exp(v)); }
+// sigmoid through exp(-|v|), which never overflows.
+inline float sigmoid(float v) {
+  const float e = exp_fast(-std::abs(v));
+  const float inv = 1.0f / (1.0f + e);
+  return v >= 0.0f ? inv : e * inv;
+}
+inline double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 template <typename T>
 inline T softplus_grad(T v) {
-  return v > T(20) ? T(1) : T(1) / (T(1) + std::exp(-v));
-}
-template <typename T>
-inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
+  return v > T(20) ? T(1) : sigmoid(v);
 }
 
 // One step of one (b, d) row: h <- exp(dt*A) h + dt*u*B, returns C.h. Shared by the scan,
@@ -68,6 +104,24 @@ inline T state_update(T* __restrict h, const T* __restrict A, const T* __restric
     y += Ct[n] * h[n];
   }
   return y;
+}
+
+// dt[t] = softplus(delta[t] + bias) (or without softplus) for one row.
+template <typename T>
+void row_deltas(const T* __restrict delta, T bias, bool use_softplus, T* __restrict dt, int64_t n) {
+  if (use_softplus) {
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) dt[t] = softplus(delta[t] + bias);
+  } else {
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) dt[t] = delta[t] + bias;
+  }
+}
+// gate[t] = silu(z[t]) = z sigmoid(z), the output gate.
+template <typename T>
+void row_gates(const T* __restrict z, T* __restrict gate, int64_t n) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) gate[t] = z[t] * sigmoid(z[t]);
 }
 
 struct ScanDims {
@@ -158,10 +212,18 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_forward(const Tensor& u_in, co
             *pC = Ct.data<T>();
     const T *pD = ptr_or_null<T>(D), *pz = ptr_or_null<T>(z), *pbias = ptr_or_null<T>(bias);
     T *pout = out.data<T>(), *plast = last.data<T>(), *pstates = states.data<T>();
-    const int64_t L = dm.L, N = dm.N, Dn = dm.D;
+    const int64_t L = dm.L, Dn = dm.D;
     const int64_t rows = dm.B * Dn;
+    // NC: the state width as a compile-time constant for the usual N = 16 (0: any N), so the
+    // loops over the states unroll and the state can live in registers.
+    auto rows_loop = [&](auto nc_tag) {
+    constexpr int64_t NC = decltype(nc_tag)::value;
+    const int64_t N = NC > 0 ? NC : dm.N;
     parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, L * N)), [&](int64_t r0, int64_t r1) {
-      std::vector<T> h(static_cast<size_t>(N));
+      alignas(64) T h_fixed[NC > 0 ? NC : 1];
+      std::vector<T> h_any(static_cast<size_t>(NC > 0 ? 0 : N)), dtb(static_cast<size_t>(L)),
+          gate(static_cast<size_t>(L));
+      T* h = NC > 0 ? h_fixed : h_any.data();
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / Dn, d = r % Dn;
         const T* A_d = pA + d * N;
@@ -169,19 +231,27 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_forward(const Tensor& u_in, co
         const T* Bb = pB + b * L * N;
         const T* Cb = pC + b * L * N;
         const int64_t row = r * L;
-        std::fill(h.begin(), h.end(), T(0));
+        // The per-step scalars first, in loops over t that vectorize: the sequential loop
+        // below then does only the state update.
+        row_deltas(pdelta + row, bd, delta_softplus, dtb.data(), L);
+        if (pz) row_gates(pz + row, gate.data(), L);
+        std::fill(h, h + N, T(0));
         for (int64_t t = 0; t < L; ++t) {
-          const T v = pdelta[row + t] + bd;
-          const T dt = delta_softplus ? softplus(v) : v;
+          const T dt = dtb[t];
           const T ut = pu[row + t];
-          T y = state_update(h.data(), A_d, Bb + t * N, Cb + t * N, dt, dt * ut, N) + Dd * ut;
-          if (pz) y *= pz[row + t] * sigmoid(pz[row + t]);
+          T y = state_update(h, A_d, Bb + t * N, Cb + t * N, dt, dt * ut, N) + Dd * ut;
+          if (pz) y *= gate[t];
           pout[row + t] = y;
-          if ((t + 1) % chunk == 0 || t == L - 1) std::copy(h.begin(), h.end(), pstates + (r * nc + t / chunk) * N);
+          if ((t + 1) % chunk == 0 || t == L - 1) std::copy(h, h + N, pstates + (r * nc + t / chunk) * N);
         }
-        std::copy(h.begin(), h.end(), plast + r * N);
+        std::copy(h, h + N, plast + r * N);
       }
     });
+    };
+    if (dm.N == 16)
+      rows_loop(std::integral_constant<int64_t, 16>{});
+    else
+      rows_loop(std::integral_constant<int64_t, 0>{});
   });
   return {out, last, states};
 }
@@ -234,10 +304,18 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
     // Per (b, d) sums of the parameter gradients; reduced over b in order afterwards.
     std::vector<double> part_dA(size_t(Bn * Dn * N)), part_dD(size_t(Bn * Dn)), part_db(size_t(Bn * Dn));
 
+    // NC as in the forward: N = 16 compiled with a constant state width.
+    auto blocks_loop = [&](auto nc_tag) {
+    constexpr int64_t NC = decltype(nc_tag)::value;
+    const int64_t N = NC > 0 ? NC : dm.N;
     parallel_for(Bn * nblk, 1, [&](int64_t w0, int64_t w1) {
       // Chunk workspace: hbuf[i] is the state before step t0 + i (hbuf[0] the chunk start).
-      std::vector<T> hbuf(size_t((chunk + 1) * N)), abuf(size_t(chunk * N)), dtbuf(static_cast<size_t>(chunk));
-      std::vector<T> dh(static_cast<size_t>(N)), dA_chunk(static_cast<size_t>(N));
+      std::vector<T> hbuf(size_t((chunk + 1) * N)), abuf(size_t(chunk * N)), dtbuf(static_cast<size_t>(chunk)),
+          sgbuf(static_cast<size_t>(chunk)), szbuf(static_cast<size_t>(chunk));
+      alignas(64) T dh_fixed[NC > 0 ? NC : 1], dA_fixed[NC > 0 ? NC : 1];
+      std::vector<T> dh_any(static_cast<size_t>(NC > 0 ? 0 : N)), dA_any(static_cast<size_t>(NC > 0 ? 0 : N));
+      T* dh = NC > 0 ? dh_fixed : dh_any.data();
+      T* dA_chunk = NC > 0 ? dA_fixed : dA_any.data();
       std::vector<double> dA_acc(static_cast<size_t>(N));
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t b = w / nblk, k = w % nblk;
@@ -250,7 +328,7 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
           const int64_t r = b * Dn + d, row = r * L;
           const T* A_d = pA + d * N;
           const T Dd = pD ? pD[d] : T(0), bd = pbias ? pbias[d] : T(0);
-          std::fill(dh.begin(), dh.end(), T(0));
+          std::fill(dh, dh + N, T(0));
           std::fill(dA_acc.begin(), dA_acc.end(), 0.0);
           double dD_acc = 0, db_acc = 0;
           for (int64_t c = nc - 1; c >= 0; --c) {
@@ -260,11 +338,23 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
               std::fill(hbuf.begin(), hbuf.begin() + N, T(0));
             else
               std::copy(pstates + (r * nc + c - 1) * N, pstates + (r * nc + c) * N, hbuf.begin());
+            // Per-step scalars of the chunk in loops that vectorize (as in the forward).
+            row_deltas(pdelta + row + t0, bd, delta_softplus, dtbuf.data(), len);
+            if (delta_softplus) {
+              const T* dl = pdelta + row + t0;
+              T* sg = sgbuf.data();
+#pragma omp simd
+              for (int64_t i = 0; i < len; ++i) sg[i] = softplus_grad(dl[i] + bd);
+            }
+            if (pz) {
+              const T* zl = pz + row + t0;
+              T* sz = szbuf.data();
+#pragma omp simd
+              for (int64_t i = 0; i < len; ++i) sz[i] = sigmoid(zl[i]);
+            }
             for (int64_t i = 0; i < len; ++i) {
               const int64_t t = t0 + i;
-              const T v = pdelta[row + t] + bd;
-              const T dt = delta_softplus ? softplus(v) : v;
-              dtbuf[i] = dt;
+              const T dt = dtbuf[i];
               const T dtu = dt * pu[row + t];
               const T* Bt_ = Bb + t * N;
               const T* hp = hbuf.data() + i * N;
@@ -276,7 +366,7 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
                 hn[n] = a[n] * hp[n] + dtu * Bt_[n];
               }
             }
-            std::fill(dA_chunk.begin(), dA_chunk.end(), T(0));
+            std::fill(dA_chunk, dA_chunk + N, T(0));
             T dD_chunk = 0, db_chunk = 0;
             for (int64_t i = len - 1; i >= 0; --i) {
               const int64_t t = t0 + i;
@@ -292,7 +382,7 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
 #pragma omp simd reduction(+ : y)
                 for (int64_t n = 0; n < N; ++n) y += Ct_[n] * h[n];
                 y += Dd * ut;
-                const T zt = pz[row + t], sz = sigmoid(zt);
+                const T zt = pz[row + t], sz = szbuf[i];
                 pdz[row + t] = dy * y * sz * (T(1) + zt * (T(1) - sz));
                 dy *= zt * sz;
               }
@@ -300,8 +390,8 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
               T ddt = 0, dub = 0;
               T* dBt = dBp + t * N;
               T* dCt = dCp + t * N;
-              T* dhp = dh.data();
-              T* dAc = dA_chunk.data();
+              T* dhp = dh;
+              T* dAc = dA_chunk;
 #pragma omp simd reduction(+ : ddt, dub)
               for (int64_t n = 0; n < N; ++n) {
                 dCt[n] += dy * h[n];
@@ -314,7 +404,7 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
                 dhp[n] = gn * a[n];
               }
               pdu[row + t] = dy * Dd + dt * dub;
-              const T dv = delta_softplus ? ddt * softplus_grad(pdelta[row + t] + bd) : ddt;
+              const T dv = delta_softplus ? ddt * sgbuf[i] : ddt;
               pddelta[row + t] = dv;
               db_chunk += dv;
             }
@@ -329,6 +419,11 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
         }
       }
     });
+    };
+    if (dm.N == 16)
+      blocks_loop(std::integral_constant<int64_t, 16>{});
+    else
+      blocks_loop(std::integral_constant<int64_t, 0>{});
 
     // Fixed-order reductions.
     T* pdA = g.dA.data<T>();

@@ -1,0 +1,65 @@
+// `hymba bench train`: the speed of a whole training step (forward, backward, gradient
+// clipping, AdamW) of a model, with the time split by op family and, measured in the same
+// run on the same threads, the OpenBLAS sgemm GFLOP/s the step's FLOP rate compares with.
+//
+// Achieved GFLOP/s = train_flops_per_token (train/model_info.h: 6 x matmul parameters +
+// attention) x tokens/s. The sgemm baseline multiplies at the model's largest linear
+// (x (B*L, in) times W^T (in, out), W the largest 2-D weight: usually the output head) and
+// at 1024^3 for reference.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/profiler.h"
+#include "train/train_config.h"
+
+namespace hymba::train {
+
+struct BenchTrainOptions {
+  int64_t steps = 5;
+  int64_t warmup = 1;
+  int64_t batch = 0;    // rows per step; 0: the recipe's run.micro_batch
+  int64_t seq_len = 0;  // 0: the recipe's data.seq_len
+  bool recompute = false;
+  bool profile = true;  // op-family split (adds a clock read per kernel call)
+  bool sgemm = true;    // the sgemm baseline
+};
+
+struct SgemmFigure {
+  int64_t m = 0, n = 0, k = 0;
+  std::string what;
+  double gflops = 0.0;
+};
+
+struct BenchTrainResult {
+  std::string config, model_name;
+  int64_t params = 0, batch = 0, seq_len = 0, meta_tokens = 0;
+  int threads = 0;
+  bool recompute = false;
+  std::string data;  // "random tokens" or the dataset path
+  int64_t steps = 0, warmup = 0;
+  double seconds_per_step = 0.0, tokens_per_second = 0.0;
+  double flops_per_token = 0.0, gflops = 0.0;
+  double final_loss = 0.0;
+  double peak_mb = 0.0;  // CPU allocator high-water mark during the timed steps
+  // Op-family profile of the timed steps (empty when not profiling); untracked is the step
+  // time outside every scope (graph building, views and copies made outside kernels).
+  std::vector<profiler::FamilyEntry> families;
+  std::vector<profiler::Entry> kernels;
+  double profiled_seconds = 0.0, untracked_seconds = 0.0;
+  std::vector<SgemmFigure> sgemm;  // [0]: the largest linear (the ratio's baseline)
+  double sgemm_ratio() const { return sgemm.empty() || sgemm[0].gflops <= 0 ? 0.0 : gflops / sgemm[0].gflops; }
+};
+
+// `cfg` is a recipe; its data is used when data.train exists, else random tokens.
+BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& opts);
+// A training recipe, or a bare model config (then the data is random tokens, batch 8 and
+// sequence 256 unless given). `overrides`: --set keys of the recipe (model.* for a model).
+TrainConfig load_bench_config(const std::string& path, const std::vector<std::string>& overrides);
+
+std::string format_bench_train(const BenchTrainResult& r);
+std::string bench_train_json(const BenchTrainResult& r);
+
+}  // namespace hymba::train
