@@ -1,6 +1,7 @@
 #include "layers/basic.h"
 
 #include "autograd/ops.h"
+#include "layers/precision.h"
 
 namespace hymba {
 
@@ -18,7 +19,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen, double s
 
 Tensor Linear::forward(const Tensor& x) const {
   check_last_dim(x, in_features, "Linear");
-  return linear(x, weight, bias);
+  // Mixed precision: the product runs in the compute dtype; the casts' backward brings the
+  // weight and bias gradients back to the masters' dtype.
+  return linear(compute_cast(x), compute_cast(weight), compute_cast(bias));
 }
 
 Embedding::Embedding(int64_t num, int64_t dim, Generator* gen, double std) {
@@ -26,7 +29,8 @@ Embedding::Embedding(int64_t num, int64_t dim, Generator* gen, double std) {
   weight = register_parameter("weight", randn({num, dim}, {}, gen, 0.0, std));
 }
 
-Tensor Embedding::forward(const Tensor& ids) const { return embedding(weight, ids); }
+// The rows are gathered from the master table and then cast: cheaper than casting the table.
+Tensor Embedding::forward(const Tensor& ids) const { return compute_cast(embedding(weight, ids)); }
 
 RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
   HYMBA_CHECK(d > 0, "RMSNorm: dim must be positive, got ", d);
@@ -35,7 +39,7 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
 
 Tensor RMSNorm::forward(const Tensor& x) const {
   check_last_dim(x, dim, "RMSNorm");
-  return rms_norm(x, weight, eps);
+  return rms_norm(x, cast_like(weight, x), eps);
 }
 
 SwiGLUMLP::SwiGLUMLP(int64_t hidden, int64_t intermediate, Generator* gen, double std) {
@@ -58,7 +62,7 @@ CausalConv1d::CausalConv1d(int64_t c, int64_t w, bool with_bias, Generator* gen,
 Tensor CausalConv1d::forward(const Tensor& x, bool silu) const {
   HYMBA_CHECK(x.defined() && x.dim() == 3 && x.size(1) == channels, "CausalConv1d: expected input (B, ", channels,
               ", L), got ", x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor"));
-  return causal_conv1d(x, weight, bias, silu);
+  return causal_conv1d(x, cast_like(weight, x), cast_like(bias, x), silu);
 }
 
 }  // namespace hymba

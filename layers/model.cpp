@@ -4,6 +4,7 @@
 
 #include "autograd/checkpoint.h"
 #include "autograd/ops.h"
+#include "layers/precision.h"
 
 namespace hymba {
 
@@ -55,7 +56,10 @@ std::vector<std::pair<int64_t, int64_t>> Model::recompute_units() const {
 
 Tensor Model::run_layers(const Tensor& ids, KVStore& store) const {
   const int64_t M = cfg_.num_meta_tokens;
-  Tensor x = M > 0 ? embed_with_meta(embed_tokens->weight, ids, memory_tokens) : embed_tokens->forward(ids);
+  // Mixed precision: the meta-token rows and the gathered embeddings enter the layers in the
+  // compute dtype (Embedding::forward casts its own output).
+  Tensor x = M > 0 ? compute_cast(embed_with_meta(embed_tokens->weight, ids, memory_tokens))
+                   : embed_tokens->forward(ids);
   if (recompute_ && GradMode::is_enabled() && store.capture == nullptr) {
     for (const auto& [a, b] : recompute_units()) {
       std::vector<Tensor> params;
@@ -80,7 +84,7 @@ Tensor Model::run_layers(const Tensor& ids, KVStore& store) const {
   return final_layernorm->forward(x);
 }
 
-Tensor Model::forward(const Tensor& ids) const { return linear(hidden_states(ids), head_weight()); }
+Tensor Model::forward(const Tensor& ids) const { return linear(hidden_states(ids), compute_cast(head_weight())); }
 
 Tensor Model::loss(const Tensor& ids) const {
   check_ids(ids);
@@ -94,7 +98,7 @@ Tensor Model::loss(const Tensor& ids, const Tensor& targets) const {
   check_ids(ids);
   HYMBA_CHECK(targets.defined() && targets.shape() == ids.shape(), "Model::loss: targets ",
               targets.defined() ? shape_str(targets.shape()) : "undefined", " must match ids ", shape_str(ids.shape()));
-  return cross_entropy(forward(ids), targets, -100);
+  return cross_entropy(loss_logits(forward(ids)), targets, -100);
 }
 
 Tensor Model::prefill(const Tensor& ids, InferenceCache& cache, const std::vector<int64_t>& lengths) const {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "layers/precision.h"
 
 namespace hymba {
 
@@ -40,10 +41,13 @@ Tensor SSMBranch::forward(const Tensor& x, const Tensor& z, LayerCache* capture)
     Cm = C_layernorm->forward(Cm);
   }
   // dt_proj's bias is not added here: the scan adds it before the softplus (delta_bias).
-  Tensor dt = linear(dt_r, dt_proj->weight);  // (B, T, I)
+  Tensor dt = linear(dt_r, compute_cast(dt_proj->weight));  // (B, T, I)
+  // The scan takes one dtype: A, D and the dt bias follow the activations (A = -exp(A_log) is
+  // formed in the master dtype first, then cast once).
+  Tensor A = cast_like(neg(exp(A_log)), xc), Dv = cast_like(D, xc), dt_bias = cast_like(dt_proj->bias, xc);
   if (capture) {
-    auto [y, state] = selective_scan_with_state(xc, transpose(dt, 1, 2), neg(exp(A_log)), transpose(Bm, 1, 2),
-                                                transpose(Cm, 1, 2), D, transpose(z, 1, 2), dt_proj->bias, true);
+    auto [y, state] = selective_scan_with_state(xc, transpose(dt, 1, 2), A, transpose(Bm, 1, 2),
+                                                transpose(Cm, 1, 2), Dv, transpose(z, 1, 2), dt_bias, true);
     NoGradGuard ng;
     const int64_t T = x.size(1), keep = conv1d->width - 1, n = std::min(T, keep);
     Tensor xt = x.detach().transpose(1, 2);  // (B, I, T)
@@ -52,8 +56,8 @@ Tensor SSMBranch::forward(const Tensor& x, const Tensor& z, LayerCache* capture)
     capture->ssm_state = state.detach();
     return transpose(y, 1, 2);
   }
-  Tensor y = selective_scan(xc, transpose(dt, 1, 2), neg(exp(A_log)), transpose(Bm, 1, 2), transpose(Cm, 1, 2), D,
-                            transpose(z, 1, 2), dt_proj->bias, /*delta_softplus=*/true);
+  Tensor y = selective_scan(xc, transpose(dt, 1, 2), A, transpose(Bm, 1, 2), transpose(Cm, 1, 2), Dv,
+                            transpose(z, 1, 2), dt_bias, /*delta_softplus=*/true);
   return transpose(y, 1, 2);  // (B, T, I)
 }
 

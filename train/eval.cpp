@@ -5,8 +5,10 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/ops.h"
 #include "core/error.h"
 #include "data/loader.h"
+#include "layers/precision.h"
 
 namespace hymba::train {
 
@@ -18,6 +20,16 @@ nlohmann::json EvalResult::to_json() const {
     j["mqar_sequence_accuracy"] = accuracy.sequence_accuracy();
   }
   return j;
+}
+
+Tensor model_logits(const Model& model, const Tensor& ids) {
+  return linear(model.hidden_states(ids), compute_cast(model.head_weight()));
+}
+
+Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets) {
+  HYMBA_CHECK(targets.defined() && targets.shape() == ids.shape(), "model_loss: targets ",
+              targets.defined() ? shape_str(targets.shape()) : "undefined", " must match ids ", shape_str(ids.shape()));
+  return cross_entropy(loss_logits(model_logits(model, ids)), targets, -100);
 }
 
 EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset>& data, const EvalOptions& opts) {
@@ -32,6 +44,7 @@ EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset
   auto& m = const_cast<Model&>(model);
   const bool was_training = m.is_training();
   m.eval();
+  const Device device = model.head_weight().device();
 
   auto t0 = std::chrono::steady_clock::now();
   data::ValLoader loader(data, opts.seq_len, opts.batch);
@@ -42,8 +55,8 @@ EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset
   data::Batch b;
   std::vector<int32_t> pred;
   while ((opts.max_batches == 0 || int64_t(r.batches) < opts.max_batches) && loader.next(b)) {
-    Tensor ids = from_vector(b.inputs, {b.batch, L}, DType::I32);
-    Tensor logits = model.forward(ids).to(DType::F32).contiguous();
+    Tensor ids = from_vector(b.inputs, {b.batch, L}, DType::I32).to(device);
+    Tensor logits = model_logits(model, ids).to(DType::F32).to(Device::cpu()).contiguous();
     const float* lg = logits.data<float>();
     const int64_t rows = b.batch * L;
     pred.assign(size_t(rows), 0);

@@ -36,7 +36,14 @@ struct EvalResult {
   nlohmann::json to_json() const;
 };
 
-// Runs under NoGradGuard; the model is switched to eval mode and back.
+// Logits (B, L, vocab) and the mean next-token loss (ignore index -100) under this thread's
+// compute dtype (layers/precision.h): the LM head weight is cast like every matmul weight and
+// the cross entropy reads f32 logits. With no compute dtype set they are Model::forward and
+// Model::loss exactly (the same ops). ids must be on the model's device.
+Tensor model_logits(const Model& model, const Tensor& ids);
+Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets);
+
+// Runs under NoGradGuard, on the model's device and in this thread's compute dtype; the model is switched to eval mode and back.
 EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset>& data, const EvalOptions& opts);
 
 // The unigram baseline: the per-token cross entropy on `val` of the token frequencies of

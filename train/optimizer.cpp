@@ -82,12 +82,13 @@ std::vector<ParamGroup> default_param_groups(const NamedTensors& named, double w
 }
 
 double global_grad_norm(const std::vector<Tensor>& params) {
-  double ss = 0;
-  for (const Tensor& p : params) {
-    const Tensor& g = p.grad();
-    if (g.defined()) ss += kernels::sum_of_squares(g);
-  }
-  return std::sqrt(ss);
+  // One pass and one device-to-host copy on CUDA. On the CPU the multi form is the sum of the
+  // per-tensor sums in list order from 0 (undefined gradients skipped): the same additions as
+  // a loop over sum_of_squares, so the norm is bit-identical to it.
+  std::vector<Tensor> grads;
+  grads.reserve(params.size());
+  for (const Tensor& p : params) grads.push_back(p.grad());
+  return std::sqrt(kernels::sum_of_squares_multi(grads));
 }
 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
@@ -143,12 +144,23 @@ void AdamW::step(double lr) {
   HYMBA_CHECK(std::isfinite(lr) && lr >= 0, "AdamW::step: lr must be finite and >= 0, got ", lr);
   ++step_;
   NoGradGuard ng;
+  // One multi-tensor update per group (its lr and decay): on CUDA a launch per dtype instead
+  // of one per parameter. The tensors are independent, so the results are those of updating
+  // them one by one (the CPU multi form is exactly that loop).
+  std::vector<std::vector<Tensor>> p(groups_.size()), g(groups_.size()), m(groups_.size()), v(groups_.size());
   for (const Slot& s : slots_) {
-    const Tensor& g = s.param.grad();
-    if (!g.defined()) continue;
-    const ParamGroup& group = groups_[s.group];
-    kernels::adamw_step(s.param.detach(), g, s.exp_avg, s.exp_avg_sq, lr * group.lr_scale, opts_.beta1, opts_.beta2,
-                        opts_.eps, group.weight_decay, step_);
+    const Tensor& grad = s.param.grad();
+    if (!grad.defined()) continue;
+    p[s.group].push_back(s.param.detach());
+    g[s.group].push_back(grad);
+    m[s.group].push_back(s.exp_avg);
+    v[s.group].push_back(s.exp_avg_sq);
+  }
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    if (p[gi].empty()) continue;
+    const ParamGroup& group = groups_[gi];
+    kernels::adamw_step_multi(p[gi], g[gi], m[gi], v[gi], lr * group.lr_scale, opts_.beta1, opts_.beta2, opts_.eps,
+                              group.weight_decay, step_);
   }
 }
 

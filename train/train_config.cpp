@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "train/optimizer.h"
 
@@ -251,7 +252,7 @@ TrainConfig parse(YAML::Node root, const std::string& file, const std::vector<st
   YAML::Node u = r.section(root, "run", true);
   r.check_keys(u, "run.", {"steps", "global_batch_tokens", "global_batch", "micro_batch", "seed", "eval_every",
                            "eval_batches", "ckpt_every", "keep_last", "log_every", "out_dir", "device",
-                           "max_bad_steps", "recompute", "ddp_bucket_mb"});
+                           "precision", "peak_tflops", "max_bad_steps", "recompute", "ddp_bucket_mb"});
   RunSection& run = cfg.run;
   run.steps = r.get_int(u, "run", "steps", run.steps, 1);
   bool has_tokens = bool(u["global_batch_tokens"]), has_batch = bool(u["global_batch"]);
@@ -279,7 +280,14 @@ TrainConfig parse(YAML::Node root, const std::string& file, const std::vector<st
   run.log_every = r.get_int(u, "run", "log_every", run.log_every, 1);
   run.out_dir = r.get_string(u, "run", "out_dir", run.out_dir);
   run.device = r.get_choice(u, "run", "device", "cpu", {"cpu", "cuda"});
-  if (run.device != "cpu") r.fail(u["device"], "run.device", "only cpu training is available in this build");
+  if (run.device == "cuda" && !built_with_cuda())
+    r.fail(u["device"], "run.device",
+           "cuda needs a build with CUDA (configure with -DHYMBA_CUDA=ON); this one is CPU-only");
+  run.precision = r.get_choice(u, "run", "precision", run.device == "cuda" ? "bf16" : "fp32", {"bf16", "fp32"});
+  if (run.precision == "bf16" && run.device != "cuda")
+    r.fail(u["precision"], "run.precision", "bf16 needs run.device: cuda (the CPU kernels compute in fp32); use fp32");
+  run.peak_tflops = r.get_double(u, "run", "peak_tflops", 0.0);
+  r.require(run.peak_tflops >= 0, u, "run", "peak_tflops", "expected a number >= 0 (0: look the GPU up by name)");
   run.max_bad_steps = r.get_int(u, "run", "max_bad_steps", run.max_bad_steps, 1);
   run.recompute = r.get_bool(u, "run", "recompute", run.recompute);
   run.ddp_bucket_mb = r.get_double(u, "run", "ddp_bucket_mb", run.ddp_bucket_mb);
@@ -382,6 +390,8 @@ std::string dump_train_config(const TrainConfig& c) {
   e << YAML::Key << "log_every" << YAML::Value << c.run.log_every;
   e << YAML::Key << "out_dir" << YAML::Value << c.run.out_dir;
   e << YAML::Key << "device" << YAML::Value << c.run.device;
+  e << YAML::Key << "precision" << YAML::Value << c.run.precision;
+  e << YAML::Key << "peak_tflops" << YAML::Value << num(c.run.peak_tflops);
   e << YAML::Key << "max_bad_steps" << YAML::Value << c.run.max_bad_steps;
   e << YAML::Key << "recompute" << YAML::Value << c.run.recompute;
   e << YAML::Key << "ddp_bucket_mb" << YAML::Value << num(c.run.ddp_bucket_mb);

@@ -15,7 +15,8 @@
 //              decay_fraction: 0.2, decay_shape: 1-sqrt}
 //   run: {steps: 300, global_batch_tokens: 8192, micro_batch: 8, seed: 0, eval_every: 100,
 //         eval_batches: 20, ckpt_every: 100, keep_last: 3, log_every: 10, out_dir: runs/tiny,
-//         device: cpu, max_bad_steps: 5, recompute: false, ddp_bucket_mb: 25}
+//         device: cpu, precision: fp32, peak_tflops: 0, max_bad_steps: 5, recompute: false,
+//         ddp_bucket_mb: 25}
 //
 // run.global_batch (samples per optimizer step) may be given instead of global_batch_tokens
 // (which must then be a multiple of data.seq_len); the global batch must be a multiple of
@@ -80,7 +81,10 @@ struct RunSection {
   int64_t keep_last = 3;     // 0: keep every checkpoint
   int64_t log_every = 10;
   std::string out_dir = "runs/run";
-  std::string device = "cpu";
+  std::string device = "cpu";   // cpu | cuda (the GPU: the node-local rank's, see trainer.h)
+  std::string precision;        // bf16 | fp32 compute dtype (masters stay fp32); default bf16
+                                // on cuda, fp32 on cpu (bf16 on cpu is refused)
+  double peak_tflops = 0.0;     // the GPU's peak dense bf16 TFLOP/s for MFU; 0: by device name
   int64_t max_bad_steps = 5;
   bool recompute = false;       // recompute each block's activations in backward (a KV-sharing
                                 // group of layers is one unit)

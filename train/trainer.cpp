@@ -11,8 +11,15 @@
 
 #include "autograd/ops.h"
 #include "core/rng.h"
+#include "layers/precision.h"
 #include "train/checkpoint.h"
+#include "train/device_info.h"
 #include "train/distributed.h"
+#include "train/model_info.h"
+#ifdef HYMBA_WITH_CUDA
+#include "core/cuda_check.h"
+#include "core/cuda_ops.h"
+#endif
 
 namespace hymba::train {
 
@@ -27,6 +34,22 @@ extern "C" void on_stop_signal(int) { g_stop.store(true); }
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// The device of run.device, made current for this thread (the kernels launch on the current
+// device's default stream). The config parser already refused cuda in a CPU-only build.
+Device training_device(const TrainConfig& cfg) {
+  if (cfg.run.device != "cuda") return Device::cpu();
+#ifdef HYMBA_WITH_CUDA
+  if (!cuda_available())
+    HYMBA_USER_ERROR(cfg.source, ": run.device is cuda, but no GPU is visible to this process "
+                                 "(check CUDA_VISIBLE_DEVICES and the driver), or use run.device: cpu");
+  const int index = cuda::choose_device_from_env();
+  cuda::set_device(index);
+  return Device::cuda(index);
+#else
+  HYMBA_USER_ERROR(cfg.source, ": run.device is cuda, but this build has no CUDA (configure with -DHYMBA_CUDA=ON)");
+#endif
+}
 
 }  // namespace
 
@@ -54,9 +77,22 @@ Trainer::Trainer(TrainConfig cfg, TrainerOptions opts, TrainerHooks hooks)
   }
   const bool ddp = opts_.comm && opts_.world > 1;
 
+  device_ = training_device(cfg_);
+  if (cfg_.run.precision == "bf16") {
+    if (!device_.is_cuda()) HYMBA_USER_ERROR(cfg_.source, ": run.precision bf16 needs run.device: cuda");
+    compute_dtype_ = DType::BF16;
+  }
   manual_seed(cfg_.run.seed);
   model_ = std::make_unique<Model>(cfg_.model, cfg_.run.seed);
   model_->train();
+  model_->set_recompute(cfg_.run.recompute);
+  // Before the optimizer: its moments are allocated on the parameters' device.
+  if (device_.is_cuda()) model_->to(device_);
+  flops_per_token_ = model_info(cfg_.model, cfg_.data.seq_len).train_flops_per_token;
+  if (device_.is_cuda()) {
+    device_name_ = cuda_device_name(device_.index);
+    peak_flops_ = peak_flops(device_name_, cfg_.run.peak_tflops);
+  }
   std::vector<ParamGroup> groups =
       default_param_groups(model_->named_parameters(), cfg_.optim.weight_decay, cfg_.optim.no_decay);
   const AdamWOptions adam{cfg_.optim.beta1, cfg_.optim.beta2, cfg_.optim.eps};
@@ -179,6 +215,8 @@ void Trainer::load(const std::string& path) {
 
 StepStats Trainer::train_step() {
   auto t0 = Clock::now();
+  // For the whole step: recomputation (run.recompute) reruns the forward inside backward.
+  PrecisionGuard precision(compute_dtype_);
   maybe_inject_test_failure(opts_.rank, step_);
   StepStats s;
   data::Batch batch = loader_->next();
@@ -206,9 +244,11 @@ StepStats Trainer::train_step() {
       if (reducer_) reducer_->begin_backward(m == last_m);
       auto first = batch.inputs.begin() + m * mb * L;
       auto tfirst = batch.targets.begin() + m * mb * L;
-      Tensor ids = from_vector(std::vector<int32_t>(first, first + mb * L), {mb, L}, DType::I32);
-      Tensor tgt = from_vector(std::vector<int32_t>(tfirst, tfirst + mb * L), {mb, L}, DType::I32);
-      Tensor loss = model_->loss(ids, tgt);
+      Tensor ids = from_vector(std::vector<int32_t>(first, first + mb * L), {mb, L}, DType::I32).to(device_);
+      Tensor tgt = from_vector(std::vector<int32_t>(tfirst, tfirst + mb * L), {mb, L}, DType::I32).to(device_);
+      // model_loss casts the LM head and takes the loss from f32 logits; without a compute
+      // dtype Model::loss is the same computation.
+      Tensor loss = compute_dtype_ ? model_loss(*model_, ids, tgt) : model_->loss(ids, tgt);
       const double lv = loss.item();
       loss_sum += lv * double(n);
       (loss * (double(n) / double(total))).backward();
@@ -290,6 +330,7 @@ EvalResult Trainer::evaluate() {
   eo.seq_len = cfg_.data.seq_len;
   eo.batch = cfg_.run.micro_batch;
   eo.max_batches = cfg_.run.eval_batches;
+  PrecisionGuard precision(compute_dtype_);
   return train::evaluate(*model_, val_, eo);
 }
 
@@ -299,8 +340,11 @@ void Trainer::log_step(const StepStats& s) {
   if (!opts_.log || !is_root()) return;
   if (s.step % cfg_.run.log_every != 0 && s.step != cfg_.run.steps && !s.skipped) return;
   const double tps = s.seconds > 0 ? double(cfg_.run.global_batch * cfg_.data.seq_len) / s.seconds : 0.0;
-  spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | ETA {}", s.step,
-               cfg_.run.steps, s.loss, s.lr, s.grad_norm, tps,
+  // Achieved FLOP/s and MFU per GPU (tps counts every rank's tokens).
+  const std::string flops =
+      device_.is_cuda() ? format_flops(flops_per_token_ * tps / double(opts_.world), peak_flops_) : std::string();
+  spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | ETA {}", s.step,
+               cfg_.run.steps, s.loss, s.lr, s.grad_norm, tps, flops,
                format_duration(ema_step_seconds_ * double(cfg_.run.steps - s.step)));
 }
 
@@ -320,6 +364,11 @@ TrainResult Trainer::run() {
                  model_->num_parameters(), cfg_.run.steps, cfg_.run.global_batch, cfg_.data.seq_len,
                  loader_->local_batch() / cfg_.run.micro_batch, cfg_.run.micro_batch, schedule_->describe());
     spdlog::info("run dir: {}", run_dir_);
+    if (device_.is_cuda())
+      spdlog::info("device: {} ({}), compute {}, fp32 master weights; {:.3g} train FLOP/token; peak {}", device_.str(),
+                   device_name_, compute_dtype_ ? dtype_name(*compute_dtype_) : "f32", flops_per_token_,
+                   peak_flops_ > 0 ? fmt::format("{:.0f} TFLOP/s bf16", peak_flops_ / 1e12)
+                                   : std::string("unknown (set run.peak_tflops for MFU)"));
     if (reducer_) {
       int64_t max_bucket = 0;
       for (const Bucket& b : reducer_->buckets()) max_bucket = std::max(max_bucket, b.numel);
@@ -360,6 +409,13 @@ TrainResult Trainer::run() {
       j["grad_norm"] = std::isfinite(s.grad_norm) ? nlohmann::json(s.grad_norm) : nlohmann::json(nullptr);
       j["tokens_per_s"] = s.seconds > 0 ? double(cfg_.run.global_batch * cfg_.data.seq_len) / s.seconds : 0.0;
       if (reducer_) j["comm_seconds"] = s.comm_seconds;
+      if (device_.is_cuda() && s.seconds > 0) {
+        // Per GPU: the global token rate divided over the ranks.
+        const double achieved = flops_per_token_ * double(cfg_.run.global_batch * cfg_.data.seq_len) / s.seconds /
+                                double(opts_.world);
+        j["tflops"] = achieved / 1e12;
+        if (peak_flops_ > 0) j["mfu"] = achieved / peak_flops_;
+      }
       metrics_.write(j);
     }
     if (val_ && cfg_.run.eval_every > 0 && step_ % cfg_.run.eval_every == 0) do_eval();

@@ -36,6 +36,13 @@
 // resumes on any rank count (the loader's state is global). Every rank evaluates the whole
 // validation split.
 //
+// Device and precision (docs/training.md): run.device: cuda trains on the GPU chosen from the
+// node-local rank (cuda::choose_device_from_env); the model is moved there before the
+// optimizer is built, batches are copied there, and eval runs there. run.precision: bf16 makes
+// bf16 the compute dtype (layers/precision.h) for every step and eval: the parameters and the
+// AdamW moments stay fp32 masters. Checkpoints hold host copies and load back onto the device.
+// On a GPU the progress line adds achieved TFLOP/s and MFU (train/device_info.h).
+//
 // Signals: install_signal_handlers() makes SIGINT and SIGTERM set a flag; run() finishes the
 // current step, writes a checkpoint and returns with interrupted = true. A second signal
 // kills the process (the handler is one-shot).
@@ -136,6 +143,9 @@ class Trainer {
   bool has_val() const { return val_ != nullptr; }
 
   Model& model() { return *model_; }
+  Device device() const { return device_; }
+  // The compute dtype of steps and eval (nullopt: the parameters' own, fp32).
+  std::optional<DType> compute_dtype() const { return compute_dtype_; }
   // The unsharded optimizer (throws with optim.zero: 1 on several ranks).
   AdamW& optimizer();
   ShardedAdamW* sharded_optimizer() { return zero_.get(); }
@@ -174,6 +184,11 @@ class Trainer {
   std::string last_checkpoint_;
   int64_t last_ckpt_step_ = -1;
   double ema_step_seconds_ = 0.0;
+  Device device_;
+  std::optional<DType> compute_dtype_;
+  std::string device_name_;        // the GPU's name ("" on the CPU)
+  double flops_per_token_ = 0.0;   // train_flops_per_token at data.seq_len
+  double peak_flops_ = 0.0;        // 0: unknown (no MFU)
 };
 
 }  // namespace hymba::train

@@ -6,8 +6,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/device.h"
 #include "core/error.h"
+#include "train/device_info.h"
 #include "train/train_config.h"
+#include "train/trainer.h"
 #include "tests/train/train_test_util.h"
 
 namespace hymba::train {
@@ -82,6 +85,70 @@ TEST(TrainConfig, RecomputeZeroAndBucketKeys) {
   EXPECT_THAT(m, HasSubstr("optim.zero"));
   m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.ddp_bucket_mb=0"}); });
   EXPECT_THAT(m, HasSubstr("run.ddp_bucket_mb"));
+}
+
+TEST(TrainConfig, DevicePrecisionAndPeakKeys) {
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml");
+  EXPECT_EQ(c.run.device, "cpu");
+  EXPECT_EQ(c.run.precision, "fp32");  // the CPU default
+  EXPECT_DOUBLE_EQ(c.run.peak_tflops, 0.0);
+  c = parse_train_config_string(recipe(), "r.yaml", {"run.precision=fp32", "run.peak_tflops=123.5"});
+  EXPECT_DOUBLE_EQ(c.run.peak_tflops, 123.5);
+  TrainConfig d = parse_train_config_string(dump_train_config(c), "dumped.yaml");
+  EXPECT_EQ(d.run.precision, "fp32");
+  EXPECT_DOUBLE_EQ(d.run.peak_tflops, 123.5);
+
+  std::string m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.precision=bf16"}); });
+  EXPECT_THAT(m, HasSubstr("run.precision"));
+  EXPECT_THAT(m, HasSubstr("run.device: cuda"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.precision=fp16"}); });
+  EXPECT_THAT(m, HasSubstr("run.precision"));
+  m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.peak_tflops=-1"}); });
+  EXPECT_THAT(m, HasSubstr("run.peak_tflops"));
+
+  if (built_with_cuda()) {
+    // Parsing does not need a GPU (a recipe is checked on a login node); the trainer does.
+    c = parse_train_config_string(recipe(), "r.yaml", {"run.device=cuda"});
+    EXPECT_EQ(c.run.device, "cuda");
+    EXPECT_EQ(c.run.precision, "bf16");  // the CUDA default
+    d = parse_train_config_string(dump_train_config(c), "dumped.yaml");
+    EXPECT_EQ(d.run.device, "cuda");
+    EXPECT_EQ(d.run.precision, "bf16");
+    c = parse_train_config_string(recipe(), "r.yaml", {"run.device=cuda", "run.precision=fp32"});
+    EXPECT_EQ(c.run.precision, "fp32");
+  } else {
+    m = error_of([] { parse_train_config_string(recipe(), "r.yaml", {"run.device=cuda"}); });
+    EXPECT_THAT(m, HasSubstr("run.device"));
+    EXPECT_THAT(m, HasSubstr("CUDA"));
+  }
+}
+
+// run.device: cuda on a CUDA build without a visible GPU: the trainer (not the parser, which
+// may run on a login node) refuses it, naming the key.
+TEST(TrainConfig, CudaDeviceWithoutGpuIsRefusedByTheTrainer) {
+  if (!built_with_cuda() || cuda_available()) GTEST_SKIP() << "needs a CUDA build on a machine without a GPU";
+  TrainConfig c = parse_train_config_string(recipe(), "r.yaml", {"run.device=cuda"});
+  TrainerOptions o;
+  o.write_files = false;
+  o.log = false;
+  std::string m = error_of([&] { Trainer t(c, o); });
+  EXPECT_THAT(m, HasSubstr("run.device"));
+  EXPECT_THAT(m, HasSubstr("no GPU"));
+}
+
+// The MFU peak table (train/device_info.h), by the names cudaGetDeviceProperties reports.
+TEST(TrainConfig, PeakFlopsByDeviceName) {
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("NVIDIA H100 80GB HBM3"), 989e12);  // SXM
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("NVIDIA H100 PCIe"), 756e12);
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("NVIDIA H200"), 989e12);
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("NVIDIA A100-SXM4-80GB"), 312e12);
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("nvidia a100-pcie-40gb"), 312e12);
+  EXPECT_DOUBLE_EQ(peak_bf16_flops_for_name("NVIDIA GeForce RTX 4090"), 0.0);  // unknown
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA GeForce RTX 4090", 165.0), 165e12);       // run.peak_tflops
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 PCIe", 0.0), 756e12);
+  EXPECT_EQ(format_flops(400e12, 989e12), " | 400.0 TFLOP/s | MFU 40.4%");
+  EXPECT_EQ(format_flops(400e12, 0.0), " | 400.0 TFLOP/s");
+  EXPECT_EQ(format_flops(0.0, 989e12), "");
 }
 
 TEST(TrainConfig, SetOverridesAreTypeChecked) {
