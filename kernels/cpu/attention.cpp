@@ -19,7 +19,6 @@ namespace {
 
 constexpr int64_t kQ = kAttnQueryTile;
 constexpr int64_t kK = kAttnKeyTile;
-static_assert(kQ <= kK, "transposed query tiles are stored with the key tile's row stride");
 
 struct Dims {
   int64_t B, Hq, Hkv, T, dk, dv, group;
@@ -75,24 +74,20 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// out[r * kK + c] = <a_r, b_{k0+c}> for rows a (nq x d) and b (T x d). The b tile is
-// transposed into bt first (columns past nk zeroed) so the inner loop runs over a whole tile
-// row of keys with unit stride and a constant trip count; four query rows share each load
-// of bt, and their accumulators (4 x kK) stay in vector registers across the d loop. Each
-// output is summed over j in order, as a plain loop would.
+// out[r * kK + c] = <a_r, b_c> for rows a (nq x d) and a tile of kK keys b given transposed:
+// row j of bt (stride ldb) holds component j of the tile's keys, zero past the sequence end
+// (see transpose_heads). The inner loop runs over a whole tile row of keys with unit stride
+// and a constant trip count; four query rows share each load of bt, and their accumulators
+// (4 x kK) stay in vector registers across the d loop. Each output is summed over j in
+// order, as a plain loop would.
 template <typename T>
-void block_dots(const T* a, const T* b, T* bt, T* out, int64_t nq, int64_t k0, int64_t nk, int64_t d) {
-  for (int64_t j = 0; j < d; ++j) {
-    T* btj = bt + j * kK;
-    for (int64_t c = 0; c < nk; ++c) btj[c] = b[(k0 + c) * d + j];
-    for (int64_t c = nk; c < kK; ++c) btj[c] = T(0);
-  }
+void block_dots_t(const T* a, const T* bt, int64_t ldb, T* out, int64_t nq, int64_t nk, int64_t d) {
   int64_t r = 0;
   for (; r + 4 <= nq; r += 4) {
     T acc0[kK] = {}, acc1[kK] = {}, acc2[kK] = {}, acc3[kK] = {};
     const T *a0 = a + r * d, *a1 = a0 + d, *a2 = a1 + d, *a3 = a2 + d;
     for (int64_t j = 0; j < d; ++j) {
-      const T* __restrict btj = bt + j * kK;
+      const T* __restrict btj = bt + j * ldb;
       const T x0 = a0[j], x1 = a1[j], x2 = a2[j], x3 = a3[j];
 #pragma omp simd
       for (int64_t c = 0; c < kK; ++c) {
@@ -111,7 +106,7 @@ void block_dots(const T* a, const T* b, T* bt, T* out, int64_t nq, int64_t k0, i
     T acc[kK] = {};
     const T* ar = a + r * d;
     for (int64_t j = 0; j < d; ++j) {
-      const T* __restrict btj = bt + j * kK;
+      const T* __restrict btj = bt + j * ldb;
       const T x = ar[j];
 #pragma omp simd
       for (int64_t c = 0; c < kK; ++c) acc[c] += x * btj[c];
@@ -120,12 +115,32 @@ void block_dots(const T* a, const T* b, T* bt, T* out, int64_t nq, int64_t k0, i
   }
 }
 
-// acc (nq x n, row stride ldacc) += p (nq x nk, row stride kK) * w (nk x n, row stride ldw):
-// the products P V, dS K and (transposed operands) P^T dO, dS^T Q of attention. Register
-// blocked like block_dots: four rows of acc times 64 columns stay in registers over the nk
-// loop. Each output is summed over the key index in order, as a plain loop would.
+// xt (BH, dd, Tpad) = x (BH, T, dd) transposed per head, zero for t >= T (Tpad a multiple of
+// kK): done once per call, so the tile products read each key tile's transpose in place
+// instead of rebuilding it for every query tile that visits it.
 template <typename T>
-void block_acc(const T* p, const T* w, T* acc, int64_t nq, int64_t nk, int64_t n, int64_t ldw, int64_t ldacc) {
+std::vector<T> transpose_heads(const T* x, int64_t BH, int64_t T_, int64_t dd, int64_t Tpad) {
+  std::vector<T> xt(static_cast<size_t>(BH * dd * Tpad));
+  parallel_for(BH, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, T_ * dd)), [&](int64_t h0, int64_t h1) {
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      const T* xs = x + bh * T_ * dd;
+      T* xd = xt.data() + bh * dd * Tpad;
+      for (int64_t t = 0; t < T_; ++t)
+        for (int64_t j = 0; j < dd; ++j) xd[j * Tpad + t] = xs[t * dd + j];
+      for (int64_t j = 0; j < dd; ++j) std::fill(xd + j * Tpad + T_, xd + (j + 1) * Tpad, T(0));
+    }
+  });
+  return xt;
+}
+
+// acc (nq x n, row stride ldacc) += p (nq x nk; element (r, c) at p[r * pr + c * pc]) * w
+// (nk x n, row stride ldw): the products P V, dS K and, reading a tile transposed in place
+// (pr = 1, pc = kK), P^T dO and dS^T Q of attention. Register blocked like block_dots_t: four
+// rows of acc times 64 columns stay in registers over the nk loop. Each output is summed
+// over c in order, as a plain loop would.
+template <typename T>
+void block_acc(const T* p, int64_t pr, int64_t pc, const T* w, T* acc, int64_t nq, int64_t nk, int64_t n,
+               int64_t ldw, int64_t ldacc) {
   constexpr int64_t kC = 64;
   for (int64_t c0 = 0; c0 < n; c0 += kC) {
     const int64_t nc = std::min(kC, n - c0);
@@ -138,10 +153,11 @@ void block_acc(const T* p, const T* w, T* acc, int64_t nq, int64_t nk, int64_t n
         std::copy(o0 + ldacc, o0 + ldacc + kC, a1);
         std::copy(o0 + 2 * ldacc, o0 + 2 * ldacc + kC, a2);
         std::copy(o0 + 3 * ldacc, o0 + 3 * ldacc + kC, a3);
-        const T* p0 = p + r * kK;
+        const T* p0 = p + r * pr;
         for (int64_t c = 0; c < nk; ++c) {
           const T* __restrict wr = w + c * ldw + c0;
-          const T x0 = p0[c], x1 = p0[kK + c], x2 = p0[2 * kK + c], x3 = p0[3 * kK + c];
+          const T* pcol = p0 + c * pc;
+          const T x0 = pcol[0], x1 = pcol[pr], x2 = pcol[2 * pr], x3 = pcol[3 * pr];
 #pragma omp simd
           for (int64_t j = 0; j < kC; ++j) {
             a0[j] += x0 * wr[j];
@@ -158,7 +174,7 @@ void block_acc(const T* p, const T* w, T* acc, int64_t nq, int64_t nk, int64_t n
     }
     for (; r < nq; ++r) {
       T* __restrict o = acc + r * ldacc + c0;
-      for (int64_t c = 0; c < nk; ++c) axpy(p[r * kK + c], w + c * ldw + c0, o, nc);
+      for (int64_t c = 0; c < nk; ++c) axpy(p[r * pr + c * pc], w + c * ldw + c0, o, nc);
     }
   }
 }
@@ -175,19 +191,13 @@ void block_ds(const T* p, T* dp, const T* delta_rows, int64_t nq, int64_t nk) {
   }
 }
 
-// dst (kK x kQ) = src^T for src (nq x nk) with row stride kK; rows nk.. of dst untouched.
+// Scores of one block: s[r * kK + c] = <qs_r, k_{k0+c}>, masked entries set to -inf; kt is
+// the head's transposed keys (dk, ldk).
 template <typename T>
-void transpose_block(const T* src, T* dst, int64_t nq, int64_t nk) {
-  for (int64_t c = 0; c < nk; ++c)
-    for (int64_t r = 0; r < nq; ++r) dst[c * kK + r] = src[r * kK + c];
-}
-
-// Scores of one block: s[r * kK + c] = <qs_r, k_{k0+c}>, masked entries set to -inf.
-template <typename T>
-void block_scores(const T* qs, const T* kp, T* kt, T* s, int64_t q0, int64_t nq, int64_t k0, int64_t nk, int64_t dk,
-                  TileVisibility vis, const AttentionParams& p) {
+void block_scores(const T* qs, const T* kt, int64_t ldk, T* s, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
+                  int64_t dk, TileVisibility vis, const AttentionParams& p) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  block_dots(qs, kp, kt, s, nq, k0, nk, dk);
+  block_dots_t(qs, kt + k0, ldk, s, nq, nk, dk);
   if (vis == TileVisibility::Partial) {
     for (int64_t r = 0; r < nq; ++r)
       for (int64_t c = 0; c < nk; ++c)
@@ -204,13 +214,15 @@ void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& 
   const int64_t nqt = (d.T + kQ - 1) / kQ;
   const int64_t span = p.window < 0 ? d.T : std::min(d.T, p.window + p.num_meta + kQ);
   const int64_t grain = grain_for(kQ * span * (d.dk + d.dv) * 2);
+  const int64_t Tpad = ((d.T + kK - 1) / kK) * kK;
+  const std::vector<T> kT = transpose_heads(k, d.B * d.Hkv, d.T, d.dk, Tpad);
   parallel_for(d.B * d.Hq * nqt, grain, [&](int64_t w0, int64_t w1) {
-    std::vector<T> qs(kQ * d.dk), s(kQ * kK), acc(kQ * d.dv), m(kQ), l(kQ), kt_buf(d.dk * kK);
+    std::vector<T> qs(kQ * d.dk), s(kQ * kK), acc(kQ * d.dv), m(kQ), l(kQ);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t qt = w % nqt, bh = w / nqt, b = bh / d.Hq, h = bh % d.Hq, hk = h / d.group;
       const int64_t q0 = qt * kQ, q1 = std::min(d.T, q0 + kQ), nq = q1 - q0;
       const T* qp = q + (bh * d.T + q0) * d.dk;
-      const T* kp = k + (b * d.Hkv + hk) * d.T * d.dk;
+      const T* ktp = kT.data() + (b * d.Hkv + hk) * d.dk * Tpad;
       const T* vp = v + (b * d.Hkv + hk) * d.T * d.dv;
       for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
       std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
@@ -220,7 +232,7 @@ void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& 
         const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
         const TileVisibility vis = attention_tile_visibility(q0, q1, k0, k1, p.window, p.num_meta);
         if (vis == TileVisibility::None) return;
-        block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+        block_scores(qs.data(), ktp, Tpad, s.data(), q0, nq, k0, nk, d.dk, vis, p);
         for (int64_t r = 0; r < nq; ++r) {
           T* sr = s.data() + r * kK;
           T mx = m[r];
@@ -245,7 +257,7 @@ void forward_impl(const T* q, const T* k, const T* v, T* o, S* lse, const Dims& 
         // the block product adds nothing to those rows.
         for (int64_t r = 0; r < nq; ++r)
           if (m[r] == -std::numeric_limits<T>::infinity()) std::fill(s.data() + r * kK, s.data() + r * kK + nk, T(0));
-        block_acc(s.data(), vp + k0 * d.dv, acc.data(), nq, nk, d.dv, d.dv, d.dv);
+        block_acc(s.data(), kK, 1, vp + k0 * d.dv, acc.data(), nq, nk, d.dv, d.dv, d.dv);
       };
       const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
       for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);
@@ -292,17 +304,29 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
     }
   });
 
+  // When all three gradients are wanted and the tiles fit kDsStoreBytes, the dk pass keeps
+  // each visible tile's dS for the dq pass, which then only does dQ += dS K instead of
+  // recomputing S, P, dP and dS (the same functions on the same inputs: bitwise the same dS).
+  constexpr int64_t kDsStoreBytes = int64_t(32) << 20;
+  const int64_t tiles = d.B * d.Hq * nqt * nkt;
+  const bool keep_ds = dq && dk && tiles * kQ * kK * int64_t(sizeof(T)) <= kDsStoreBytes;
+  std::vector<T> ds_store(keep_ds ? static_cast<size_t>(tiles * kQ * kK) : 0);
+  std::vector<unsigned char> ds_kept(keep_ds ? static_cast<size_t>(tiles) : 0, 0);
+  auto tile_index = [&](int64_t bh, int64_t qt, int64_t kt) { return (bh * nqt + qt) * nkt + kt; };
+  const int64_t Tpad = nkt * kK;
+  const std::vector<T> kT = transpose_heads(k, d.B * d.Hkv, d.T, d.dk, Tpad);
+  const std::vector<T> vT = transpose_heads(v, d.B * d.Hkv, d.T, d.dv, Tpad);
+
   // dk, dv: one thread owns a (b, kv head, key tile) and walks the query heads of its group
   // and the query tiles that can see it, always in the same order.
   if (dk || dv) {
     parallel_for(d.B * d.Hkv * nkt, grain_for(kK * span * (d.dk + d.dv) * 4 * d.group), [&](int64_t w0, int64_t w1) {
-      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), st(kK * kK), dka(kK * d.dk), dva(kK * d.dv),
-          kt_buf(d.dk * kK), vt_buf(d.dv * kK);
+      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dka(kK * d.dk), dva(kK * d.dv);
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t kt = w % nkt, bk = w / nkt, b = bk / d.Hkv, hk = bk % d.Hkv;
         const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
-        const T* kp = k + bk * d.T * d.dk;
-        const T* vp = v + bk * d.T * d.dv;
+        const T* ktp = kT.data() + bk * d.dk * Tpad;
+        const T* vtp = vT.data() + bk * d.dv * Tpad;
         std::fill(dka.begin(), dka.end(), T(0));
         std::fill(dva.begin(), dva.end(), T(0));
         const int64_t qt_first = k0 / kQ;
@@ -317,18 +341,21 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
             const T* qp = q + (bh * d.T + q0) * d.dk;
             const T* dop = dout + (bh * d.T + q0) * d.dv;
             for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
-            block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+            block_scores(qs.data(), ktp, Tpad, s.data(), q0, nq, k0, nk, d.dk, vis, p);
             block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
             if (dv) {  // dV += P^T dO
-              transpose_block(s.data(), st.data(), nq, nk);
-              block_acc(st.data(), dop, dva.data(), nk, nq, d.dv, d.dv, d.dv);
+              block_acc(s.data(), 1, kK, dop, dva.data(), nk, nq, d.dv, d.dv, d.dv);
             }
             if (dk) {
-              block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
+              block_dots_t(dop, vtp + k0, Tpad, dp.data(), nq, nk, d.dv);  // dP = dO V^T
               // dS = P * (dP - delta); dK += dS^T q * scale (qs already holds the scale).
               block_ds(s.data(), dp.data(), delta.data() + bh * d.T + q0, nq, nk);
-              transpose_block(dp.data(), st.data(), nq, nk);
-              block_acc(st.data(), qs.data(), dka.data(), nk, nq, d.dk, d.dk, d.dk);
+              if (keep_ds) {
+                const int64_t ti = tile_index(bh, qt, kt);
+                std::copy(dp.begin(), dp.begin() + nq * kK, ds_store.begin() + ti * kQ * kK);
+                ds_kept[static_cast<size_t>(ti)] = 1;
+              }
+              block_acc(dp.data(), 1, kK, qs.data(), dka.data(), nk, nq, d.dk, d.dk, d.dk);
             }
           }
         }
@@ -341,25 +368,31 @@ void backward_impl(const T* dout, const T* q, const T* k, const T* v, const T* o
   // dq: one thread owns a (b, q head, query tile) and visits the same key tiles as the forward.
   if (dq) {
     parallel_for(d.B * d.Hq * nqt, grain_for(kQ * span * (d.dk + d.dv) * 4), [&](int64_t w0, int64_t w1) {
-      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dqa(kQ * d.dk), kt_buf(d.dk * kK), vt_buf(d.dv * kK);
+      std::vector<T> qs(kQ * d.dk), s(kQ * kK), dp(kQ * kK), dqa(kQ * d.dk);
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t qt = w % nqt, bh = w / nqt, b = bh / d.Hq, h = bh % d.Hq, hk = h / d.group;
         const int64_t q0 = qt * kQ, q1 = std::min(d.T, q0 + kQ), nq = q1 - q0;
         const T* qp = q + (bh * d.T + q0) * d.dk;
         const T* dop = dout + (bh * d.T + q0) * d.dv;
         const T* kp = k + (b * d.Hkv + hk) * d.T * d.dk;
-        const T* vp = v + (b * d.Hkv + hk) * d.T * d.dv;
+        const T* ktp = kT.data() + (b * d.Hkv + hk) * d.dk * Tpad;
+        const T* vtp = vT.data() + (b * d.Hkv + hk) * d.dv * Tpad;
         for (int64_t i = 0; i < nq * d.dk; ++i) qs[i] = qp[i] * scale;
         std::fill(dqa.begin(), dqa.begin() + nq * d.dk, T(0));
         auto visit = [&](int64_t kt) {
           const int64_t k0 = kt * kK, k1 = std::min(d.T, k0 + kK), nk = k1 - k0;
           const TileVisibility vis = attention_tile_visibility(q0, q1, k0, k1, p.window, p.num_meta);
           if (vis == TileVisibility::None) return;
-          block_scores(qs.data(), kp, kt_buf.data(), s.data(), q0, nq, k0, nk, d.dk, vis, p);
+          if (keep_ds && ds_kept[static_cast<size_t>(tile_index(bh, qt, kt))]) {
+            const T* ds = ds_store.data() + tile_index(bh, qt, kt) * kQ * kK;
+            block_acc(ds, kK, 1, kp + k0 * d.dk, dqa.data(), nq, nk, d.dk, d.dk, d.dk);  // dQ += dS K
+            return;
+          }
+          block_scores(qs.data(), ktp, Tpad, s.data(), q0, nq, k0, nk, d.dk, vis, p);
           block_probs(s.data(), lse + bh * d.T + q0, nq, nk);
-          block_dots(dop, vp, vt_buf.data(), dp.data(), nq, k0, nk, d.dv);  // dP = dO V^T
+          block_dots_t(dop, vtp + k0, Tpad, dp.data(), nq, nk, d.dv);  // dP = dO V^T
           block_ds(s.data(), dp.data(), delta.data() + bh * d.T + q0, nq, nk);  // dS
-          block_acc(dp.data(), kp + k0 * d.dk, dqa.data(), nq, nk, d.dk, d.dk, d.dk);  // dQ += dS K
+          block_acc(dp.data(), kK, 1, kp + k0 * d.dk, dqa.data(), nq, nk, d.dk, d.dk, d.dk);  // dQ += dS K
         };
         const KeyTileRanges tr = attention_key_tiles(q0, q1, kK, p.window, p.num_meta);
         for (int64_t kt = tr.m0; kt < tr.m1; ++kt) visit(kt);

@@ -166,6 +166,10 @@ TEST(AttentionKernel, BackwardMatchesReferenceF64) {
     EXPECT_FALSE(dq2.defined());
     EXPECT_FALSE(dv2.defined());
     EXPECT_EQ(dk2.to_vector<double>(), dk.to_vector<double>());
+    // dq alone takes the path that recomputes dS instead of keeping it from the dk/dv pass.
+    auto [dq3, dk3, dv3] = kernels::attention_backward(dout, in.q, in.k, in.v, out, lse, params_of(c), true, false, false);
+    EXPECT_FALSE(dk3.defined());
+    EXPECT_EQ(dq3.to_vector<double>(), dq.to_vector<double>());
   }
 }
 
