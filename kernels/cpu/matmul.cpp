@@ -8,11 +8,20 @@
 
 #include "core/parallel.h"
 #include "core/strided.h"
+#include "kernels/matmul_plan.h"
 
 extern "C" void openblas_set_num_threads(int);
 
 namespace hymba::kernels::cpu {
 namespace {
+
+using matmul_plan::batch_strides;
+using matmul_plan::blas_layout;
+using matmul_plan::BlasLayout;
+using matmul_plan::fold_rows;
+using matmul_plan::output_writable;
+using matmul_plan::plan;
+using matmul_plan::Problem;
 
 // OpenBLAS keeps its own pool; follow hymba::num_threads() (HYMBA_NUM_THREADS, or a later
 // set_num_threads) without paying the call on every gemm.
@@ -32,23 +41,6 @@ struct Mat {
   int64_t rows, cols, rs, cs;
   Mat t() const { return {ptr, cols, rows, cs, rs}; }
 };
-
-// How BLAS (row-major API) can read a matrix: as stored (NoTrans, ld = row stride) when
-// columns are unit-stride, or as the transpose of a row-major matrix (Trans, ld = column
-// stride) when rows are. Size-1 dims place no constraint on their stride.
-struct BlasLayout {
-  bool ok = false;
-  bool trans = false;
-  int64_t ld = 0;
-};
-
-BlasLayout blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  if ((cs == 1 || cols == 1) && (rows == 1 || rs >= std::max<int64_t>(1, cols)))
-    return {true, false, rows == 1 ? std::max<int64_t>(1, cols) : rs};
-  if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(1, rows)))
-    return {true, true, cols == 1 ? std::max<int64_t>(1, rows) : cs};
-  return {};
-}
 
 template <typename T>
 BlasLayout layout_of(const Mat<T>& m) {
@@ -90,68 +82,6 @@ void gemm2d(const Mat<const T>& A, const Mat<const T>& B, const Mat<T>& C, T alp
               "matmul: dims or strides beyond BLAS's 32-bit range (M ", M, ", N ", N, ", K ", K, ")");
   gemm_call(la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M), int(N), int(K), alpha,
             A.ptr, int(la.ld), B.ptr, int(lb.ld), beta, C.ptr, int(lc.ld));
-}
-
-// Folds (batch dims..., row dim) of one operand into a single row dim, when its strides
-// allow it: then a batch of products with a shared right operand is one gemm.
-bool fold_rows(const Shape& batch, const Shape& bstrides, int64_t rows, int64_t rstride, int64_t* folded_stride) {
-  int64_t stride = rstride, extent = rows;  // the folded dim so far: `extent` rows at `stride`
-  if (rows == 1) extent = 1;
-  for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
-    if (batch[d] == 1) continue;
-    if (extent == 1) {
-      stride = bstrides[d];
-    } else if (bstrides[d] != stride * extent) {
-      return false;
-    }
-    extent *= batch[d];
-  }
-  *folded_stride = stride;
-  return true;
-}
-
-struct Problem {
-  Shape batch, out_shape;
-  int64_t M = 0, N = 0, K = 0;
-};
-
-Problem plan(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  HYMBA_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
-  HYMBA_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: expected operands of at least 2 dims, got ", a.meta_str(),
-              " and ", b.meta_str());
-  HYMBA_CHECK(a.dtype() == b.dtype(), "matmul: dtype mismatch: ", a.meta_str(), " and ", b.meta_str());
-  Problem p;
-  const Shape &as = a.shape(), &bs = b.shape();
-  const int64_t ar = as[as.size() - 2], ac = as.back(), br = bs[bs.size() - 2], bc = bs.back();
-  p.M = trans_a ? ac : ar;
-  p.K = trans_a ? ar : ac;
-  const int64_t kb = trans_b ? bc : br;
-  p.N = trans_b ? br : bc;
-  HYMBA_CHECK(p.K == kb, "matmul: shapes ", shape_str(as), (trans_a ? "^T" : ""), " and ", shape_str(bs),
-              (trans_b ? "^T" : ""), " cannot be multiplied: inner dims ", p.K, " and ", kb, " differ");
-  Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
-  const size_t n = std::max(ab.size(), bb.size());
-  p.batch.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    int64_t x = i < n - ab.size() ? 1 : ab[i - (n - ab.size())];
-    int64_t y = i < n - bb.size() ? 1 : bb[i - (n - bb.size())];
-    HYMBA_CHECK(x == y || x == 1 || y == 1, "matmul: batch dims of ", shape_str(as), " and ", shape_str(bs),
-                " cannot be broadcast together");
-    p.batch[i] = x == 1 ? y : x;
-  }
-  p.out_shape = p.batch;
-  p.out_shape.push_back(p.M);
-  p.out_shape.push_back(p.N);
-  return p;
-}
-
-// Strides of t's batch dims (all but the last two) broadcast to `batch`: 0 where broadcast.
-Shape batch_strides(const Tensor& t, const Shape& batch) {
-  Shape st(batch.size(), 0);
-  const size_t tb = size_t(t.dim()) - 2, lead = batch.size() - tb;
-  for (size_t i = 0; i < tb; ++i)
-    if (t.shape()[i] != 1) st[lead + i] = t.strides()[i];
-  return st;
 }
 
 template <typename T>
@@ -213,17 +143,6 @@ void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bo
       idx[d] = 0;
     }
   }
-}
-
-// True when every matrix of c can be written by BLAS and distinct batch entries do not
-// overlap (an expanded output would make gemm results race over the same memory).
-bool output_writable(const Tensor& c, const Problem& p) {
-  const int64_t crs = c.strides()[size_t(c.dim() - 2)], ccs = c.strides().back();
-  if (!blas_layout(p.M, p.N, crs, ccs).ok) return false;
-  if (p.M == 0 || p.N == 0) return true;
-  for (size_t d = 0; d < p.batch.size(); ++d)
-    if (p.batch[d] > 1 && c.strides()[d] == 0) return false;
-  return true;
 }
 
 }  // namespace

@@ -18,10 +18,18 @@
 #include "kernels/cuda/cublaslt.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_plan.h"
 
 namespace hymba::kernels::cuda {
 
 namespace {
+
+using matmul_plan::batch_strides;
+using matmul_plan::blas_layout;
+using matmul_plan::BlasLayout;
+using matmul_plan::fold_rows;
+using matmul_plan::output_writable;
+using matmul_plan::Problem;
 
 // -1: not decided yet (HYMBA_ALLOW_TF32 read on first use), else 0 / 1.
 std::atomic<int> g_allow_tf32{-1};
@@ -40,96 +48,12 @@ bool tf32_allowed() {
 
 // ---------------------------------------------------------------- shapes (as the CPU)
 
-struct Problem {
-  Shape batch, out_shape;
-  int64_t M = 0, N = 0, K = 0;
-};
-
 Problem plan(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   HYMBA_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
-  HYMBA_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: expected operands of at least 2 dims, got ", a.meta_str(),
-              " and ", b.meta_str());
-  HYMBA_CHECK(a.dtype() == b.dtype(), "matmul: dtype mismatch: ", a.meta_str(), " and ", b.meta_str());
   check_cuda_tensor("matmul", "a", a);
   HYMBA_CHECK(is_floating(a.dtype()), "matmul: dtype ", dtype_name(a.dtype()),
               " not supported on CUDA, expected f32, f64, bf16 or f16");
-  Problem p;
-  const Shape &as = a.shape(), &bs = b.shape();
-  const int64_t ar = as[as.size() - 2], ac = as.back(), br = bs[bs.size() - 2], bc = bs.back();
-  p.M = trans_a ? ac : ar;
-  p.K = trans_a ? ar : ac;
-  const int64_t kb = trans_b ? bc : br;
-  p.N = trans_b ? br : bc;
-  HYMBA_CHECK(p.K == kb, "matmul: shapes ", shape_str(as), (trans_a ? "^T" : ""), " and ", shape_str(bs),
-              (trans_b ? "^T" : ""), " cannot be multiplied: inner dims ", p.K, " and ", kb, " differ");
-  Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
-  const size_t n = std::max(ab.size(), bb.size());
-  p.batch.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t x = i < n - ab.size() ? 1 : ab[i - (n - ab.size())];
-    const int64_t y = i < n - bb.size() ? 1 : bb[i - (n - bb.size())];
-    HYMBA_CHECK(x == y || x == 1 || y == 1, "matmul: batch dims of ", shape_str(as), " and ", shape_str(bs),
-                " cannot be broadcast together");
-    p.batch[i] = x == 1 ? y : x;
-  }
-  p.out_shape = p.batch;
-  p.out_shape.push_back(p.M);
-  p.out_shape.push_back(p.N);
-  return p;
-}
-
-// Strides of t's batch dims broadcast to `batch`: 0 where broadcast.
-Shape batch_strides(const Tensor& t, const Shape& batch) {
-  Shape st(batch.size(), 0);
-  const size_t tb = size_t(t.dim()) - 2, lead = batch.size() - tb;
-  for (size_t i = 0; i < tb; ++i)
-    if (t.shape()[i] != 1) st[lead + i] = t.strides()[i];
-  return st;
-}
-
-// How cuBLAS can read a logical rows x cols matrix with strides (rs, cs), in row-major
-// terms: as stored (trans false, ld = rs) when columns are unit-stride, or as the transpose
-// of a row-major matrix (trans true, ld = cs) when rows are. Size-1 dims constrain nothing.
-struct BlasLayout {
-  bool ok = false;
-  bool trans = false;
-  int64_t ld = 0;
-};
-
-BlasLayout blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  if ((cs == 1 || cols == 1) && (rows == 1 || rs >= std::max<int64_t>(1, cols)))
-    return {true, false, rows == 1 ? std::max<int64_t>(1, cols) : rs};
-  if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(1, rows)))
-    return {true, true, cols == 1 ? std::max<int64_t>(1, rows) : cs};
-  return {};
-}
-
-// Folds (batch dims..., row dim) of one operand into one row dim when its strides allow.
-bool fold_rows(const Shape& batch, const Shape& bstrides, int64_t rows, int64_t rstride, int64_t* folded_stride) {
-  int64_t stride = rstride, extent = rows;
-  if (rows == 1) extent = 1;
-  for (int64_t d = int64_t(batch.size()) - 1; d >= 0; --d) {
-    if (batch[size_t(d)] == 1) continue;
-    if (extent == 1) {
-      stride = bstrides[size_t(d)];
-    } else if (bstrides[size_t(d)] != stride * extent) {
-      return false;
-    }
-    extent *= batch[size_t(d)];
-  }
-  *folded_stride = stride;
-  return true;
-}
-
-// True when every matrix of c can be written by cuBLAS and distinct batch entries do not
-// overlap.
-bool output_writable(const Tensor& c, const Problem& p) {
-  const int64_t crs = c.strides()[size_t(c.dim() - 2)], ccs = c.strides().back();
-  if (!blas_layout(p.M, p.N, crs, ccs).ok) return false;
-  if (p.M == 0 || p.N == 0) return true;
-  for (size_t d = 0; d < p.batch.size(); ++d)
-    if (p.batch[d] > 1 && c.strides()[d] == 0) return false;
-  return true;
+  return matmul_plan::plan(a, b, trans_a, trans_b);
 }
 
 // ---------------------------------------------------------------- gemm calls
