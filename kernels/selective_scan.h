@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "kernels/dispatch.h"
@@ -36,6 +37,69 @@ constexpr int64_t kScanChunk = 64;
 struct SelectiveScanGrads {
   Tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias;
 };
+
+// Argument checks shared by the CPU and CUDA kernels (each backend adds its own dtype and
+// device rules): every message names the op, the offending input and the shapes of u and A.
+namespace scan_check {
+
+struct ScanDims {
+  int64_t B, D, L, N;
+};
+
+inline std::string describe(const Tensor& t) { return t.defined() ? t.meta_str() : std::string("undefined"); }
+
+inline void expect_shape(const char* op, const char* what, const Tensor& t, const Shape& expected, const Tensor& u,
+                         const Tensor& A) {
+  HYMBA_CHECK(t.shape() == expected, op, ": ", what, " has shape ", shape_str(t.shape()), ", expected ",
+              shape_str(expected), " (u ", shape_str(u.shape()), ", A ", shape_str(A.shape()), ")");
+}
+
+inline void expect_like(const char* op, const char* what, const Tensor& t, const Tensor& u) {
+  HYMBA_CHECK(t.dtype() == u.dtype(), op, ": dtype mismatch: ", what, " ", t.meta_str(), " and u ", u.meta_str());
+  HYMBA_CHECK(t.device() == u.device(), op, ": tensors on different devices: ", what, " ", t.meta_str(), " and u ",
+              u.meta_str());
+}
+
+// Validates the inputs every scan kernel shares. `seq` is false for the one-step kernel, whose
+// per-token inputs have no L dim. `dtype_ok` says whether the backend takes u's dtype, and
+// `dtypes` lists what it takes, for the message.
+inline ScanDims check_inputs(const char* op, bool seq, const Tensor& u, const Tensor& delta, const Tensor& A,
+                             const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                             const Tensor& delta_bias, bool (*dtype_ok)(DType), const char* dtypes) {
+  HYMBA_CHECK(u.defined() && delta.defined() && A.defined() && B.defined() && C.defined(), op,
+              ": u, delta, A, B and C are required (u ", describe(u), ", delta ", describe(delta), ", A ",
+              describe(A), ", B ", describe(B), ", C ", describe(C), ")");
+  HYMBA_CHECK(dtype_ok(u.dtype()), op, ": dtype ", dtype_name(u.dtype()), " not supported ", dtypes, " (u ",
+              u.meta_str(), ")");
+  HYMBA_CHECK(u.dim() == (seq ? 3 : 2), op, ": u must be ", seq ? "(B, D, L)" : "(B, D)", ", got ", u.meta_str());
+  HYMBA_CHECK(A.dim() == 2 && A.size(0) == u.size(1), op, ": A has shape ", shape_str(A.shape()),
+              ", expected (D, N) with D = ", u.size(1), " (u ", shape_str(u.shape()), ")");
+  ScanDims dm{u.size(0), u.size(1), seq ? u.size(2) : 1, A.size(1)};
+  const Shape act = seq ? Shape{dm.B, dm.D, dm.L} : Shape{dm.B, dm.D};
+  const Shape bc = seq ? Shape{dm.B, dm.N, dm.L} : Shape{dm.B, dm.N};
+  expect_shape(op, "delta", delta, act, u, A);
+  expect_shape(op, "B", B, bc, u, A);
+  expect_shape(op, "C", C, bc, u, A);
+  expect_like(op, "delta", delta, u);
+  expect_like(op, "A", A, u);
+  expect_like(op, "B", B, u);
+  expect_like(op, "C", C, u);
+  if (D.defined()) {
+    expect_shape(op, "D", D, {dm.D}, u, A);
+    expect_like(op, "D", D, u);
+  }
+  if (z.defined()) {
+    expect_shape(op, "z", z, act, u, A);
+    expect_like(op, "z", z, u);
+  }
+  if (delta_bias.defined()) {
+    expect_shape(op, "delta_bias", delta_bias, {dm.D}, u, A);
+    expect_like(op, "delta_bias", delta_bias, u);
+  }
+  return dm;
+}
+
+}  // namespace scan_check
 
 namespace cpu {
 // Returns (out (B,D,L), final state (B,D,N), chunk end states (B,D,ceil(L/chunk),N)).

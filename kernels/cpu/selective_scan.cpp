@@ -112,59 +112,16 @@ inline T state_update(T* __restrict h, const T* __restrict A, const T* __restric
   return y;
 }
 
-struct ScanDims {
-  int64_t B, D, L, N;
-};
+using scan_check::ScanDims;
+using scan_check::expect_like;
+using scan_check::expect_shape;
 
-std::string describe(const Tensor& t) { return t.defined() ? t.meta_str() : std::string("undefined"); }
+bool cpu_scan_dtype(DType t) { return t == DType::F32 || t == DType::F64; }
 
-void expect_shape(const char* op, const char* what, const Tensor& t, const Shape& expected, const Tensor& u,
-                  const Tensor& A) {
-  HYMBA_CHECK(t.shape() == expected, op, ": ", what, " has shape ", shape_str(t.shape()), ", expected ",
-              shape_str(expected), " (u ", shape_str(u.shape()), ", A ", shape_str(A.shape()), ")");
-}
-
-void expect_like(const char* op, const char* what, const Tensor& t, const Tensor& u) {
-  HYMBA_CHECK(t.dtype() == u.dtype(), op, ": dtype mismatch: ", what, " ", t.meta_str(), " and u ", u.meta_str());
-  HYMBA_CHECK(t.device() == u.device(), op, ": tensors on different devices: ", what, " ", t.meta_str(), " and u ",
-              u.meta_str());
-}
-
-// Validates the shared inputs of every scan kernel. `seq` is false for the one-step kernel,
-// whose per-token inputs have no L dim.
 ScanDims check_inputs(const char* op, bool seq, const Tensor& u, const Tensor& delta, const Tensor& A,
                       const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias) {
-  HYMBA_CHECK(u.defined() && delta.defined() && A.defined() && B.defined() && C.defined(), op,
-              ": u, delta, A, B and C are required (u ", describe(u), ", delta ", describe(delta), ", A ",
-              describe(A), ", B ", describe(B), ", C ", describe(C), ")");
-  HYMBA_CHECK(u.dtype() == DType::F32 || u.dtype() == DType::F64, op, ": dtype ", dtype_name(u.dtype()),
-              " not supported here, expected f32 or f64 (u ", u.meta_str(), ")");
-  HYMBA_CHECK(u.dim() == (seq ? 3 : 2), op, ": u must be ", seq ? "(B, D, L)" : "(B, D)", ", got ", u.meta_str());
-  HYMBA_CHECK(A.dim() == 2 && A.size(0) == u.size(1), op, ": A has shape ", shape_str(A.shape()),
-              ", expected (D, N) with D = ", u.size(1), " (u ", shape_str(u.shape()), ")");
-  ScanDims dm{u.size(0), u.size(1), seq ? u.size(2) : 1, A.size(1)};
-  const Shape act = seq ? Shape{dm.B, dm.D, dm.L} : Shape{dm.B, dm.D};
-  const Shape bc = seq ? Shape{dm.B, dm.N, dm.L} : Shape{dm.B, dm.N};
-  expect_shape(op, "delta", delta, act, u, A);
-  expect_shape(op, "B", B, bc, u, A);
-  expect_shape(op, "C", C, bc, u, A);
-  expect_like(op, "delta", delta, u);
-  expect_like(op, "A", A, u);
-  expect_like(op, "B", B, u);
-  expect_like(op, "C", C, u);
-  if (D.defined()) {
-    expect_shape(op, "D", D, {dm.D}, u, A);
-    expect_like(op, "D", D, u);
-  }
-  if (z.defined()) {
-    expect_shape(op, "z", z, act, u, A);
-    expect_like(op, "z", z, u);
-  }
-  if (delta_bias.defined()) {
-    expect_shape(op, "delta_bias", delta_bias, {dm.D}, u, A);
-    expect_like(op, "delta_bias", delta_bias, u);
-  }
-  return dm;
+  return scan_check::check_inputs(op, seq, u, delta, A, B, C, D, z, delta_bias, cpu_scan_dtype,
+                                  "here, expected f32 or f64");
 }
 
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
