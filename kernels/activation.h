@@ -11,11 +11,62 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
+
+// Argument checks and output shapes shared by the CPU and CUDA kernels. Each backend supplies
+// `check_float(op, x)`, which holds its own dtype and device rules for a float input.
+namespace activation_check {
+
+// dy must match x exactly: a backward kernel never broadcasts.
+inline void check_grad_like(const char* op, const Tensor& dy, const Tensor& x) {
+  HYMBA_CHECK(dy.defined(), op, ": undefined gradient tensor");
+  HYMBA_CHECK(dy.shape() == x.shape(), op, ": gradient shape ", shape_str(dy.shape()), " does not match input shape ",
+              shape_str(x.shape()));
+  check_same_dtype(op, dy, x);
+  check_same_device(op, dy, x);
+}
+
+template <typename CheckFloat>
+void check_swiglu_pair(const char* op, const Tensor& gate, const Tensor& up, CheckFloat&& check_float) {
+  check_float(op, gate);
+  HYMBA_CHECK(up.defined(), op, ": undefined up tensor");
+  HYMBA_CHECK(gate.shape() == up.shape(), op, ": gate and up must have the same shape, got gate ",
+              shape_str(gate.shape()), " and up ", shape_str(up.shape()));
+  HYMBA_CHECK(gate.dtype() == up.dtype(), op, ": gate and up must have the same dtype, got gate ", gate.meta_str(),
+              " and up ", up.meta_str());
+  check_same_device(op, gate, up);
+}
+
+// H of a packed (..., 2H) tensor, naming the op on a bad shape.
+inline int64_t packed_half(const char* op, const Tensor& x) {
+  HYMBA_CHECK(x.dim() >= 1, op, ": expected at least 1 dim [..., 2H], got ", x.meta_str());
+  const int64_t d = x.size(-1);
+  HYMBA_CHECK(d % 2 == 0, op, ": last dim must be even ([gate | up]), got shape ", shape_str(x.shape()));
+  return d / 2;
+}
+
+// swiglu_packed's output shape (..., H).
+inline Shape packed_out_shape(const Tensor& x, int64_t h) {
+  Shape ys = x.shape();
+  ys.back() = h;
+  return ys;
+}
+
+// swiglu_packed_backward: dy must have the output shape `ys` of packed input x.
+inline void check_packed_grad(const char* op, const Tensor& dy, const Tensor& x, const Shape& ys) {
+  HYMBA_CHECK(dy.defined() && dy.shape() == ys, op, ": gradient shape ",
+              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match output shape ",
+              shape_str(ys), " of input ", shape_str(x.shape()));
+  check_same_dtype(op, dy, x);
+  check_same_device(op, dy, x);
+}
+
+}  // namespace activation_check
 
 namespace cpu {
 Tensor silu_forward(const Tensor& x);

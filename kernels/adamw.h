@@ -23,12 +23,55 @@
 // sum_of_squares over the list in order, on CUDA a fixed-order (deterministic) reduction.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
+
+// Argument checks shared by the CPU and CUDA kernels (each backend adds its own dtype and
+// device rules for param).
+namespace adamw_check {
+
+inline void check_operand(const char* op, const char* what, const Tensor& t, const Tensor& param) {
+  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined (param ", param.meta_str(), ")");
+  HYMBA_CHECK(t.shape() == param.shape(), op, ": ", what, " shape ", shape_str(t.shape()),
+              " does not match param shape ", shape_str(param.shape()));
+  HYMBA_CHECK(t.dtype() == param.dtype(), op, ": dtype mismatch: param ", param.meta_str(), " and ", what, " ",
+              t.meta_str());
+  check_same_device(op, param, t);
+}
+
+// grad, exp_avg and exp_avg_sq against a checked param.
+inline void check_operands(const char* op, const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                           const Tensor& exp_avg_sq) {
+  check_operand(op, "grad", grad, param);
+  check_operand(op, "exp_avg", exp_avg, param);
+  check_operand(op, "exp_avg_sq", exp_avg_sq, param);
+}
+
+inline void check_hyper(const char* op, double lr, double beta1, double beta2, double eps, double weight_decay,
+                        int64_t step) {
+  HYMBA_CHECK(std::isfinite(lr) && lr >= 0, op, ": lr must be finite and >= 0, got ", lr);
+  HYMBA_CHECK(beta1 >= 0 && beta1 < 1, op, ": beta1 must be in [0, 1), got ", beta1);
+  HYMBA_CHECK(beta2 >= 0 && beta2 < 1, op, ": beta2 must be in [0, 1), got ", beta2);
+  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  HYMBA_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, op, ": weight_decay must be finite and >= 0, got ",
+              weight_decay);
+  HYMBA_CHECK(step >= 1, op, ": step is the 1-based update count, got ", step);
+}
+
+inline void check_list_sizes(const char* op, const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                             const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs) {
+  HYMBA_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
+                  exp_avg_sqs.size() == params.size(),
+              op, ": list sizes differ: ", params.size(), " params, ", grads.size(), " grads, ", exp_avgs.size(),
+              " exp_avg, ", exp_avg_sqs.size(), " exp_avg_sq");
+}
+
+}  // namespace adamw_check
 
 namespace cpu {
 void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq, double lr,

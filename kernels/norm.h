@@ -10,11 +10,87 @@
 // blocks are added in order, so dw is bit-identical for any thread count.
 #pragma once
 
+#include <cmath>
+#include <string>
 #include <tuple>
 
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
+
+// Argument checks and output shapes shared by the CPU and CUDA kernels (each backend adds its
+// own dtype and device rules).
+namespace norm_check {
+
+inline Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+
+// rstd's dtype: f64 for f64 rows, f32 otherwise.
+inline DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+// `dtype_ok` says whether the backend takes x's dtype, and `dtypes` lists what it takes, for
+// the message.
+inline void check_inputs(const char* op, const Tensor& x, const Tensor& w, bool (*dtype_ok)(DType),
+                         const char* dtypes) {
+  HYMBA_CHECK(x.defined() && w.defined(), op, ": undefined input (x ", x.meta_str(), ", w ", w.meta_str(), ")");
+  HYMBA_CHECK(dtype_ok(x.dtype()), op, ": dtype ", dtype_name(x.dtype()), " not supported ", dtypes, " (x ",
+              x.meta_str(), ")");
+  HYMBA_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim [..., D], got ", x.meta_str());
+  HYMBA_CHECK(x.size(-1) > 0, op, ": x has an empty last dim: ", shape_str(x.shape()));
+  HYMBA_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), op, ": weight shape ", shape_str(w.shape()),
+              " does not match x shape ", shape_str(x.shape()), " (expected [", x.size(-1), "])");
+  HYMBA_CHECK(w.dtype() == x.dtype(), op, ": dtype mismatch: x ", x.meta_str(), " and weight ", w.meta_str());
+  check_same_device(op, x, w);
+}
+
+// The backward's checks of dy and rstd against x (x and w already checked).
+inline void check_backward(const char* op, const Tensor& dy, const Tensor& x, const Tensor& rstd) {
+  HYMBA_CHECK(dy.defined() && dy.shape() == x.shape(), op, ": gradient shape ",
+              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match x shape ",
+              shape_str(x.shape()));
+  check_same_dtype(op, dy, x);
+  check_same_device(op, dy, x);
+  HYMBA_CHECK(rstd.defined() && rstd.shape() == row_shape(x) && rstd.dtype() == stat_dtype(x.dtype()), op,
+              ": rstd ", rstd.meta_str(), " does not match x ", x.meta_str(), " (expected ",
+              dtype_name(stat_dtype(x.dtype())), shape_str(row_shape(x)), ")");
+  check_same_device(op, rstd, x);
+}
+
+// The forward's outputs, allocated after the checks; rows == 0 leaves nothing to compute.
+struct ForwardPlan {
+  int64_t d, rows;
+  Tensor y, rstd;
+};
+
+inline ForwardPlan plan_forward(const char* op, const Tensor& x, double eps) {
+  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  const int64_t d = x.size(-1);
+  return {d, x.numel() / d, empty(x.shape(), TensorOptions(x.dtype(), x.device())),
+          empty(row_shape(x), TensorOptions(stat_dtype(x.dtype()), x.device()))};
+}
+
+// The backward's outputs (each only when needed). `done` when nothing is left to compute:
+// no output wanted, or no rows (dw is then zero).
+struct BackwardPlan {
+  int64_t d, rows;
+  Tensor dx, dw;
+  bool done;
+};
+
+inline BackwardPlan plan_backward(const Tensor& x, bool need_dx, bool need_dw) {
+  BackwardPlan p{x.size(-1), 0, Tensor(), Tensor(), false};
+  p.rows = x.numel() / p.d;
+  if (need_dx) p.dx = empty(x.shape(), TensorOptions(x.dtype(), x.device()));
+  if (need_dw) p.dw = empty({p.d}, TensorOptions(x.dtype(), x.device()));
+  if (!need_dx && !need_dw) {
+    p.done = true;
+  } else if (p.rows == 0) {
+    if (need_dw) p.dw.zero_();
+    p.done = true;
+  }
+  return p;
+}
+
+}  // namespace norm_check
 
 namespace cpu {
 // Returns (y, rstd).

@@ -6,12 +6,72 @@
 // million activations (a loss, a bias gradient) does not drift with the summation order.
 #pragma once
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
+
+// Dim handling and backward shape checks shared by the CPU and CUDA kernels (each backend adds
+// its own dtype, device and rank rules).
+namespace reduce_check {
+
+// Which of x's dims are reduced (one flag per dim, one flag for a 0-dim x); a repeated dim
+// is an error.
+inline std::vector<bool> reduced_dims(const Tensor& x, const std::vector<int64_t>& dims, const char* op) {
+  const int64_t nd = x.dim();
+  std::vector<bool> reduce(size_t(std::max<int64_t>(nd, 1)), dims.empty());
+  for (int64_t d : dims) {
+    const int64_t w = wrap_dim(d, nd, op);
+    HYMBA_CHECK(!reduce[size_t(w)], op, ": dim ", d, " repeated in the reduction dims of ", x.meta_str());
+    reduce[size_t(w)] = true;
+  }
+  return reduce;
+}
+
+// The reduction's output shape with the reduced dims kept as size 1.
+inline Shape keepdim_shape(const Shape& in_shape, const std::vector<int64_t>& dims, const char* op) {
+  const int64_t nd = int64_t(in_shape.size());
+  Shape s = in_shape;
+  if (dims.empty()) {
+    std::fill(s.begin(), s.end(), 1);
+    return s;
+  }
+  for (int64_t d : dims) {
+    if (nd == 0) continue;
+    s[size_t(wrap_dim(d, nd, op))] = 1;
+  }
+  return s;
+}
+
+// sum_backward: checks grad's size against the reduction; returns the keepdim shape.
+inline Shape check_sum_grad(const char* op, const Tensor& grad, const Shape& in_shape,
+                            const std::vector<int64_t>& dims) {
+  Shape ks = keepdim_shape(in_shape, dims, op);
+  HYMBA_CHECK(grad.numel() == shape_numel(ks), op, ": gradient ", grad.meta_str(), " does not match the reduction of ",
+              shape_str(in_shape));
+  return ks;
+}
+
+struct MaxGradDims {
+  int64_t dim;  // wrapped
+  Shape keepdim_shape;
+};
+
+// max_backward: checks grad and indices against the reduction.
+inline MaxGradDims check_max_grad(const char* op, const Tensor& grad, const Tensor& indices, const Shape& in_shape,
+                                  int64_t dim) {
+  const int64_t d = wrap_dim(dim, int64_t(in_shape.size()), op);
+  Shape ks = keepdim_shape(in_shape, {dim}, op);
+  HYMBA_CHECK(grad.numel() == shape_numel(ks) && indices.numel() == grad.numel(), op, ": gradient ", grad.meta_str(),
+              " and indices ", indices.meta_str(), " do not match the reduction of ", shape_str(in_shape));
+  HYMBA_CHECK(indices.dtype() == DType::I64, op, ": indices must be i64, got ", indices.meta_str());
+  return {d, std::move(ks)};
+}
+
+}  // namespace reduce_check
 
 namespace cpu {
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);

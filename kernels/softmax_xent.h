@@ -19,7 +19,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <tuple>
+#include <utility>
 
 #include "kernels/dispatch.h"
 
@@ -37,6 +39,65 @@ struct CrossEntropyForward {
   Tensor stats;
   int64_t count = 0;  // rows whose target is not ignore_index
 };
+
+// Argument checks and saved-stats layout shared by the CPU and CUDA kernels. Each backend
+// supplies `check_float(op, what, t)`, which holds its own dtype and device rules for a float
+// input (defined, supported dtype, on its device).
+namespace softmax_check {
+
+// stats is targets' shape plus a last dim of 2 ([row max, log sum exp(x - max)]).
+inline Shape stats_shape(const Tensor& targets) {
+  Shape s = targets.shape();
+  s.push_back(2);
+  return s;
+}
+
+// stats' dtype: f64 for f64 logits, f32 otherwise.
+inline DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+template <typename CheckFloat>
+void check_backward(const char* op, const Tensor& dy, const Tensor& y, CheckFloat&& check_float) {
+  check_float(op, "output", y);
+  HYMBA_CHECK(dy.defined() && dy.shape() == y.shape(), op, ": gradient shape ",
+              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match output shape ",
+              shape_str(y.shape()));
+  check_same_dtype(op, dy, y);
+  check_same_device(op, dy, y);
+}
+
+// Checks logits (..., V) against targets (...); returns (rows, V).
+template <typename CheckFloat>
+std::pair<int64_t, int64_t> check_xent(const char* op, const Tensor& logits, const Tensor& targets,
+                                       CheckFloat&& check_float) {
+  check_float(op, "logits", logits);
+  HYMBA_CHECK(targets.defined(), op, ": undefined targets");
+  HYMBA_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64, op, ": targets must be i32 or i64, got ",
+              targets.meta_str());
+  HYMBA_CHECK(logits.dim() >= 1, op, ": logits must have at least 1 dim [..., V], got ", logits.meta_str());
+  const Shape& ls = logits.shape();
+  HYMBA_CHECK(targets.shape() == Shape(ls.begin(), ls.end() - 1), op, ": targets shape ", shape_str(targets.shape()),
+              " does not match logits shape ", shape_str(ls), " (expected ", shape_str(Shape(ls.begin(), ls.end() - 1)),
+              ")");
+  check_same_device(op, logits, targets);
+  const int64_t v = logits.size(-1);
+  HYMBA_CHECK(v > 0, op, ": logits have an empty class dim: ", shape_str(ls));
+  return {targets.numel(), v};
+}
+
+// cross_entropy_backward's checks of grad and the saved stats (after check_xent).
+inline void check_xent_backward(const char* op, const Tensor& grad, const Tensor& logits, const Tensor& targets,
+                                const Tensor& stats) {
+  HYMBA_CHECK(grad.defined() && (grad.dim() == 0 || grad.shape() == targets.shape()), op, ": gradient ",
+              grad.meta_str(), " must be 0-dim or have the targets' shape ", shape_str(targets.shape()));
+  check_same_dtype(op, grad, logits);
+  check_same_device(op, grad, logits);
+  HYMBA_CHECK(stats.defined() && stats.shape() == stats_shape(targets) && stats.dtype() == stat_dtype(logits.dtype()),
+              op, ": saved stats ", stats.meta_str(), " does not match logits ", logits.meta_str(), " (expected ",
+              dtype_name(stat_dtype(logits.dtype())), shape_str(stats_shape(targets)), ")");
+  check_same_device(op, stats, logits);
+}
+
+}  // namespace softmax_check
 
 namespace cpu {
 Tensor softmax_forward(const Tensor& x, int64_t dim);

@@ -77,14 +77,7 @@ void check_float_cpu(const char* op, const Tensor& x) {
               " not supported here, expected f32 or f64 (input ", x.meta_str(), ")");
 }
 
-// dy must match x exactly: a backward kernel never broadcasts.
-void check_grad_like(const char* op, const Tensor& dy, const Tensor& x) {
-  HYMBA_CHECK(dy.defined(), op, ": undefined gradient tensor");
-  HYMBA_CHECK(dy.shape() == x.shape(), op, ": gradient shape ", shape_str(dy.shape()), " does not match input shape ",
-              shape_str(x.shape()));
-  check_same_dtype(op, dy, x);
-  check_same_device(op, dy, x);
-}
+using activation_check::check_grad_like;
 
 template <typename F>
 Tensor unary_forward(const char* op, const Tensor& x) {
@@ -134,13 +127,7 @@ Tensor unary_backward(const char* op, const Tensor& dy, const Tensor& x) {
 }
 
 void check_swiglu_pair(const char* op, const Tensor& gate, const Tensor& up) {
-  check_float_cpu(op, gate);
-  HYMBA_CHECK(up.defined(), op, ": undefined up tensor");
-  HYMBA_CHECK(gate.shape() == up.shape(), op, ": gate and up must have the same shape, got gate ",
-              shape_str(gate.shape()), " and up ", shape_str(up.shape()));
-  HYMBA_CHECK(gate.dtype() == up.dtype(), op, ": gate and up must have the same dtype, got gate ", gate.meta_str(),
-              " and up ", up.meta_str());
-  check_same_device(op, gate, up);
+  activation_check::check_swiglu_pair(op, gate, up, check_float_cpu);
 }
 
 // y = silu(g) * u and its two gradients, shared by the split and packed forms.
@@ -154,10 +141,8 @@ template <typename T> inline void swiglu_grad(T dy, T g, T u, T& dg, T& du) {
 
 // Splits packed (..., 2H) into its row count and H, naming the op on a bad shape.
 std::pair<int64_t, int64_t> packed_dims(const char* op, const Tensor& x) {
-  HYMBA_CHECK(x.dim() >= 1, op, ": expected at least 1 dim [..., 2H], got ", x.meta_str());
-  int64_t d = x.size(-1);
-  HYMBA_CHECK(d % 2 == 0, op, ": last dim must be even ([gate | up]), got shape ", shape_str(x.shape()));
-  return {d == 0 ? 0 : x.numel() / d, d / 2};
+  const int64_t h = activation_check::packed_half(op, x);
+  return {h == 0 ? 0 : x.numel() / (2 * h), h};
 }
 
 }  // namespace
@@ -232,8 +217,7 @@ Tensor swiglu_packed_forward(const Tensor& x_in) {
   const char* op = "swiglu_packed";
   check_float_cpu(op, x_in);
   auto [rows, h] = packed_dims(op, x_in);
-  Shape ys = x_in.shape();
-  ys.back() = h;
+  const Shape ys = activation_check::packed_out_shape(x_in, h);
   Tensor y = empty(ys, TensorOptions(x_in.dtype(), x_in.device()));
   if (rows == 0 || h == 0) return y;
   Tensor x = x_in.contiguous();
@@ -257,13 +241,8 @@ Tensor swiglu_packed_backward(const Tensor& dy_in, const Tensor& x_in) {
   const char* op = "swiglu_packed_backward";
   check_float_cpu(op, x_in);
   auto [rows, h] = packed_dims(op, x_in);
-  Shape ys = x_in.shape();
-  ys.back() = h;
-  HYMBA_CHECK(dy_in.defined() && dy_in.shape() == ys, op, ": gradient shape ",
-              dy_in.defined() ? shape_str(dy_in.shape()) : std::string("undefined"), " does not match output shape ",
-              shape_str(ys), " of input ", shape_str(x_in.shape()));
-  check_same_dtype(op, dy_in, x_in);
-  check_same_device(op, dy_in, x_in);
+  const Shape ys = activation_check::packed_out_shape(x_in, h);
+  activation_check::check_packed_grad(op, dy_in, x_in, ys);
   Tensor dx = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
   if (rows == 0 || h == 0) return dx;
   Tensor x = x_in.contiguous(), dy = dy_in.contiguous();

@@ -16,15 +16,6 @@ constexpr int64_t kGrain = 1 << 15;
 // sum_of_squares partial sums cover blocks of this many elements (fixed, for determinism).
 constexpr int64_t kBlock = 1 << 14;
 
-void check_operand(const char* op, const char* what, const Tensor& t, const Tensor& param) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined (param ", param.meta_str(), ")");
-  HYMBA_CHECK(t.shape() == param.shape(), op, ": ", what, " shape ", shape_str(t.shape()),
-              " does not match param shape ", shape_str(param.shape()));
-  HYMBA_CHECK(t.dtype() == param.dtype(), op, ": dtype mismatch: param ", param.meta_str(), " and ", what, " ",
-              t.meta_str());
-  check_same_device(op, param, t);
-}
-
 template <typename T>
 struct Coeffs {
   T decay;       // 1 - lr * wd
@@ -52,16 +43,8 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, 
   HYMBA_CHECK(param.defined(), op, ": param is undefined");
   HYMBA_CHECK(param.dtype() == DType::F32 || param.dtype() == DType::F64, op, ": dtype ", dtype_name(param.dtype()),
               " not supported here, expected f32 or f64 (param ", param.meta_str(), ")");
-  check_operand(op, "grad", grad, param);
-  check_operand(op, "exp_avg", exp_avg, param);
-  check_operand(op, "exp_avg_sq", exp_avg_sq, param);
-  HYMBA_CHECK(std::isfinite(lr) && lr >= 0, op, ": lr must be finite and >= 0, got ", lr);
-  HYMBA_CHECK(beta1 >= 0 && beta1 < 1, op, ": beta1 must be in [0, 1), got ", beta1);
-  HYMBA_CHECK(beta2 >= 0 && beta2 < 1, op, ": beta2 must be in [0, 1), got ", beta2);
-  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
-  HYMBA_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, op, ": weight_decay must be finite and >= 0, got ",
-              weight_decay);
-  HYMBA_CHECK(step >= 1, op, ": step is the 1-based update count, got ", step);
+  adamw_check::check_operands(op, param, grad, exp_avg, exp_avg_sq);
+  adamw_check::check_hyper(op, lr, beta1, beta2, eps, weight_decay, step);
   if (param.numel() == 0) return;
 
   dispatch_float(param.dtype(), op, [&](auto tag) {
@@ -120,10 +103,7 @@ double sum_of_squares(const Tensor& x_in) {
 void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                       const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr,
                       double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  HYMBA_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
-                  exp_avg_sqs.size() == params.size(),
-              "adamw_step_multi: list sizes differ: ", params.size(), " params, ", grads.size(), " grads, ",
-              exp_avgs.size(), " exp_avg, ", exp_avg_sqs.size(), " exp_avg_sq");
+  adamw_check::check_list_sizes("adamw_step_multi", params, grads, exp_avgs, exp_avg_sqs);
   for (size_t i = 0; i < params.size(); ++i)
     adamw_step(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], lr, beta1, beta2, eps, weight_decay, step);
 }

@@ -16,21 +16,11 @@ constexpr int64_t kGrain = 1 << 14;
 // the partial-sum buffer at kMaxBlocks * D doubles however many rows there are.
 constexpr int64_t kMaxBlocks = 64;
 
+bool cpu_norm_dtype(DType t) { return t == DType::F32 || t == DType::F64; }
+
 void check_inputs(const char* op, const Tensor& x, const Tensor& w) {
-  HYMBA_CHECK(x.defined() && w.defined(), op, ": undefined input (x ", x.meta_str(), ", w ", w.meta_str(), ")");
-  HYMBA_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": dtype ", dtype_name(x.dtype()),
-              " not supported here, expected f32 or f64 (x ", x.meta_str(), ")");
-  HYMBA_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim [..., D], got ", x.meta_str());
-  HYMBA_CHECK(x.size(-1) > 0, op, ": x has an empty last dim: ", shape_str(x.shape()));
-  HYMBA_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), op, ": weight shape ", shape_str(w.shape()),
-              " does not match x shape ", shape_str(x.shape()), " (expected [", x.size(-1), "])");
-  HYMBA_CHECK(w.dtype() == x.dtype(), op, ": dtype mismatch: x ", x.meta_str(), " and weight ", w.meta_str());
-  check_same_device(op, x, w);
+  norm_check::check_inputs(op, x, w, cpu_norm_dtype, "here, expected f32 or f64");
 }
-
-Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
 // Row reductions, accumulated in double. Kept as separate functions: inlined into the
 // parallel loops below, GCC left some of these omp simd reductions scalar.
@@ -56,11 +46,9 @@ template <typename T>
 std::tuple<Tensor, Tensor> rms_norm_forward(const Tensor& x_in, const Tensor& w_in, double eps) {
   const char* op = "rms_norm";
   check_inputs(op, x_in, w_in);
-  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
-  const int64_t d = x_in.size(-1);
-  const int64_t rows = x_in.numel() / d;
-  Tensor y = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
-  Tensor rstd = empty(row_shape(x_in), TensorOptions(stat_dtype(x_in.dtype()), x_in.device()));
+  const norm_check::ForwardPlan plan = norm_check::plan_forward(op, x_in, eps);
+  const int64_t d = plan.d, rows = plan.rows;
+  Tensor y = plan.y, rstd = plan.rstd;
   if (rows == 0) return {y, rstd};
   Tensor x = x_in.contiguous(), w = w_in.contiguous();
   dispatch_float(x.dtype(), op, [&](auto tag) {
@@ -89,26 +77,11 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy_in, const Tensor& 
                                              const Tensor& rstd_in, bool need_dx, bool need_dw) {
   const char* op = "rms_norm_backward";
   check_inputs(op, x_in, w_in);
-  HYMBA_CHECK(dy_in.defined() && dy_in.shape() == x_in.shape(), op, ": gradient shape ",
-              dy_in.defined() ? shape_str(dy_in.shape()) : std::string("undefined"), " does not match x shape ",
-              shape_str(x_in.shape()));
-  check_same_dtype(op, dy_in, x_in);
-  check_same_device(op, dy_in, x_in);
-  HYMBA_CHECK(rstd_in.defined() && rstd_in.shape() == row_shape(x_in) &&
-                  rstd_in.dtype() == stat_dtype(x_in.dtype()),
-              op, ": rstd ", rstd_in.meta_str(), " does not match x ", x_in.meta_str(), " (expected ",
-              dtype_name(stat_dtype(x_in.dtype())), shape_str(row_shape(x_in)), ")");
-  check_same_device(op, rstd_in, x_in);
-  const int64_t d = x_in.size(-1);
-  const int64_t rows = x_in.numel() / d;
-  Tensor dx, dw;
-  if (need_dx) dx = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
-  if (need_dw) dw = empty({d}, TensorOptions(x_in.dtype(), x_in.device()));
-  if (!need_dx && !need_dw) return {dx, dw};
-  if (rows == 0) {
-    if (need_dw) dw.zero_();
-    return {dx, dw};
-  }
+  norm_check::check_backward(op, dy_in, x_in, rstd_in);
+  const norm_check::BackwardPlan plan = norm_check::plan_backward(x_in, need_dx, need_dw);
+  const int64_t d = plan.d, rows = plan.rows;
+  Tensor dx = plan.dx, dw = plan.dw;
+  if (plan.done) return {dx, dw};
   Tensor x = x_in.contiguous(), w = w_in.contiguous(), dy = dy_in.contiguous(), rstd = rstd_in.contiguous();
 
   const int64_t nblocks = std::min(kMaxBlocks, rows);

@@ -65,12 +65,7 @@ Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, 
   HYMBA_CHECK(x.dim() <= kMaxDims, op, ": tensors of more than ", kMaxDims, " dims are not supported, got ",
               x.meta_str());
   const int64_t nd = x.dim();
-  std::vector<bool> reduce(size_t(std::max<int64_t>(nd, 1)), dims.empty());
-  for (int64_t d : dims) {
-    int64_t w = wrap_dim(d, nd, op);
-    HYMBA_CHECK(!reduce[w], op, ": dim ", d, " repeated in the reduction dims of ", x.meta_str());
-    reduce[w] = true;
-  }
+  const std::vector<bool> reduce = reduce_check::reduced_dims(x, dims, op);
   Plan p;
   for (int64_t d = 0; d < nd; ++d) {
     if (reduce[d]) {
@@ -280,29 +275,10 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   return {values, indices};
 }
 
-namespace {
-// The reduction's output shape with the reduced dims kept as size 1.
-Shape keepdim_shape(const Shape& in_shape, const std::vector<int64_t>& dims, const char* op) {
-  const int64_t nd = int64_t(in_shape.size());
-  Shape s = in_shape;
-  if (dims.empty()) {
-    std::fill(s.begin(), s.end(), 1);
-    return s;
-  }
-  for (int64_t d : dims) {
-    if (nd == 0) continue;
-    s[size_t(wrap_dim(d, nd, op))] = 1;
-  }
-  return s;
-}
-}  // namespace
-
 Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector<int64_t>& dims, bool keepdim,
                     double scale) {
   const char* op = "sum_backward";
-  Shape ks = keepdim_shape(in_shape, dims, op);
-  HYMBA_CHECK(grad.numel() == shape_numel(ks), op, ": gradient ", grad.meta_str(), " does not match the reduction of ",
-              shape_str(in_shape));
+  const Shape ks = reduce_check::check_sum_grad(op, grad, in_shape, dims);
   (void)keepdim;  // with or without keepdim the elements are the same, in the same order
   Tensor g = grad.detach().reshape(ks);
   Tensor out = empty(in_shape, TensorOptions(grad.dtype(), grad.device()));
@@ -329,11 +305,9 @@ Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector
 Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_shape, int64_t dim, bool keepdim) {
   const char* op = "max_backward";
   const int64_t nd = int64_t(in_shape.size());
-  const int64_t d = wrap_dim(dim, nd, op);
-  Shape ks = keepdim_shape(in_shape, {dim}, op);
-  HYMBA_CHECK(grad.numel() == shape_numel(ks) && indices.numel() == grad.numel(), op, ": gradient ", grad.meta_str(),
-              " and indices ", indices.meta_str(), " do not match the reduction of ", shape_str(in_shape));
-  HYMBA_CHECK(indices.dtype() == DType::I64, op, ": indices must be i64, got ", indices.meta_str());
+  const reduce_check::MaxGradDims md = reduce_check::check_max_grad(op, grad, indices, in_shape, dim);
+  const int64_t d = md.dim;
+  const Shape& ks = md.keepdim_shape;
   (void)keepdim;
   Tensor g = grad.detach().reshape(ks), ix = indices.detach().reshape(ks);
   Tensor out = zeros(in_shape, TensorOptions(grad.dtype(), grad.device()));

@@ -177,13 +177,7 @@ void check_float(const char* op, const Tensor& x) {
               " not supported, expected a float dtype (input ", x.meta_str(), ")");
 }
 
-void check_grad_like(const char* op, const Tensor& dy, const Tensor& x) {
-  HYMBA_CHECK(dy.defined(), op, ": undefined gradient tensor");
-  HYMBA_CHECK(dy.shape() == x.shape(), op, ": gradient shape ", shape_str(dy.shape()), " does not match input shape ",
-              shape_str(x.shape()));
-  check_same_dtype(op, dy, x);
-  check_same_device(op, dy, x);
-}
+using activation_check::check_grad_like;
 
 // Runs `op` over same-shape `ins` into `outs` (outputs this file allocated: contiguous, or
 // halves of a contiguous packed tensor, so they always have a row form).
@@ -252,22 +246,10 @@ Tensor unary_backward(const char* name, Act op, const Tensor& dy, const Tensor& 
 }
 
 void check_swiglu_pair(const char* op, const Tensor& gate, const Tensor& up) {
-  check_float(op, gate);
-  HYMBA_CHECK(up.defined(), op, ": undefined up tensor");
-  HYMBA_CHECK(gate.shape() == up.shape(), op, ": gate and up must have the same shape, got gate ",
-              shape_str(gate.shape()), " and up ", shape_str(up.shape()));
-  HYMBA_CHECK(gate.dtype() == up.dtype(), op, ": gate and up must have the same dtype, got gate ", gate.meta_str(),
-              " and up ", up.meta_str());
-  check_same_device(op, gate, up);
+  activation_check::check_swiglu_pair(op, gate, up, check_float);
 }
 
-// H of a packed (..., 2H) tensor, naming the op on a bad shape.
-int64_t packed_half(const char* op, const Tensor& x) {
-  HYMBA_CHECK(x.dim() >= 1, op, ": expected at least 1 dim [..., 2H], got ", x.meta_str());
-  const int64_t d = x.size(-1);
-  HYMBA_CHECK(d % 2 == 0, op, ": last dim must be even ([gate | up]), got shape ", shape_str(x.shape()));
-  return d / 2;
-}
+using activation_check::packed_half;
 
 }  // namespace
 
@@ -304,8 +286,7 @@ Tensor swiglu_packed_forward(const Tensor& x_in) {
   const char* op = "swiglu_packed";
   check_float(op, x_in);
   const int64_t h = packed_half(op, x_in);
-  Shape ys = x_in.shape();
-  ys.back() = h;
+  const Shape ys = activation_check::packed_out_shape(x_in, h);
   Tensor y = empty(ys, TensorOptions(x_in.dtype(), x_in.device()));
   if (y.numel() == 0) return y;
   const Tensor x = x_in.detach().contiguous();  // detached: narrow is a raw view
@@ -317,13 +298,8 @@ Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& x_in) {
   const char* op = "swiglu_packed_backward";
   check_float(op, x_in);
   const int64_t h = packed_half(op, x_in);
-  Shape ys = x_in.shape();
-  ys.back() = h;
-  HYMBA_CHECK(dy.defined() && dy.shape() == ys, op, ": gradient shape ",
-              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match output shape ",
-              shape_str(ys), " of input ", shape_str(x_in.shape()));
-  check_same_dtype(op, dy, x_in);
-  check_same_device(op, dy, x_in);
+  const Shape ys = activation_check::packed_out_shape(x_in, h);
+  activation_check::check_packed_grad(op, dy, x_in, ys);
   Tensor dx = empty(x_in.shape(), TensorOptions(x_in.dtype(), x_in.device()));
   if (dx.numel() == 0) return dx;
   const Tensor x = x_in.detach().contiguous();  // detached: narrow is a raw view

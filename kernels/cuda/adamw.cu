@@ -147,15 +147,6 @@ char* elem_ptr(const Tensor& t, int64_t i) {
   return static_cast<char*>(t.data_ptr()) + i * int64_t(dtype_size(t.dtype()));
 }
 
-void check_operand(const char* op, const char* what, const Tensor& t, const Tensor& param) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined (param ", param.meta_str(), ")");
-  HYMBA_CHECK(t.shape() == param.shape(), op, ": ", what, " shape ", shape_str(t.shape()),
-              " does not match param shape ", shape_str(param.shape()));
-  HYMBA_CHECK(t.dtype() == param.dtype(), op, ": dtype mismatch: param ", param.meta_str(), " and ", what, " ",
-              t.meta_str());
-  check_same_device(op, param, t);
-}
-
 // `tensors` holds whole tensors (n = numel). One tensor: passed by value; several: cut into
 // chunks whose table is copied to the device (a synchronous copy from pageable memory, so
 // the multi-tensor step costs one host wait per call).
@@ -183,29 +174,18 @@ void launch_adamw(const std::vector<AdamChunk>& tensors, Device dev, const Coeff
 void adamw_impl(const char* op, const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs, double lr, double beta1,
                 double beta2, double eps, double weight_decay, int64_t step) {
-  HYMBA_CHECK(grads.size() == params.size() && exp_avgs.size() == params.size() &&
-                  exp_avg_sqs.size() == params.size(),
-              op, ": list sizes differ: ", params.size(), " params, ", grads.size(), " grads, ", exp_avgs.size(),
-              " exp_avg, ", exp_avg_sqs.size(), " exp_avg_sq");
+  adamw_check::check_list_sizes(op, params, grads, exp_avgs, exp_avg_sqs);
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     HYMBA_CHECK(p.defined(), op, ": param ", i, " is undefined");
     check_cuda_tensor(op, "param", p);
     HYMBA_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, op, ": dtype ", dtype_name(p.dtype()),
                 " not supported here, expected f32 or f64 (param ", p.meta_str(), ")");
-    check_operand(op, "grad", grads[i], p);
-    check_operand(op, "exp_avg", exp_avgs[i], p);
-    check_operand(op, "exp_avg_sq", exp_avg_sqs[i], p);
+    adamw_check::check_operands(op, p, grads[i], exp_avgs[i], exp_avg_sqs[i]);
     HYMBA_CHECK(p.device() == params[0].device(), op, ": params on different devices: ", params[0].meta_str(),
                 " and ", p.meta_str());
   }
-  HYMBA_CHECK(std::isfinite(lr) && lr >= 0, op, ": lr must be finite and >= 0, got ", lr);
-  HYMBA_CHECK(beta1 >= 0 && beta1 < 1, op, ": beta1 must be in [0, 1), got ", beta1);
-  HYMBA_CHECK(beta2 >= 0 && beta2 < 1, op, ": beta2 must be in [0, 1), got ", beta2);
-  HYMBA_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
-  HYMBA_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, op, ": weight_decay must be finite and >= 0, got ",
-              weight_decay);
-  HYMBA_CHECK(step >= 1, op, ": step is the 1-based update count, got ", step);
+  adamw_check::check_hyper(op, lr, beta1, beta2, eps, weight_decay, step);
   if (params.empty()) return;
   const Device dev = params[0].device();
   hymba::cuda::DeviceGuard guard(dev.index);

@@ -70,12 +70,7 @@ Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, 
   HYMBA_CHECK(x.dim() <= kMaxIndexDims, op, ": tensors of more than ", kMaxIndexDims, " dims are not supported, got ",
               x.meta_str());
   const int64_t nd = x.dim();
-  std::vector<bool> reduce(size_t(std::max<int64_t>(nd, 1)), dims.empty());
-  for (int64_t d : dims) {
-    const int64_t w = wrap_dim(d, nd, op);
-    HYMBA_CHECK(!reduce[size_t(w)], op, ": dim ", d, " repeated in the reduction dims of ", x.meta_str());
-    reduce[size_t(w)] = true;
-  }
+  const std::vector<bool> reduce = reduce_check::reduced_dims(x, dims, op);
   Plan p;
   for (int64_t d = 0; d < nd; ++d) {
     if (reduce[size_t(d)]) {
@@ -333,21 +328,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The reduction's output shape with the reduced dims kept as size 1.
-Shape keepdim_shape(const Shape& in_shape, const std::vector<int64_t>& dims, const char* op) {
-  const int64_t nd = int64_t(in_shape.size());
-  Shape s = in_shape;
-  if (dims.empty()) {
-    std::fill(s.begin(), s.end(), 1);
-    return s;
-  }
-  for (int64_t d : dims) {
-    if (nd == 0) continue;
-    s[size_t(wrap_dim(d, nd, op))] = 1;
-  }
-  return s;
-}
-
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
@@ -388,9 +368,7 @@ Tensor sum_backward(const Tensor& grad, const Shape& in_shape, const std::vector
   const char* op = "sum_backward";
   HYMBA_CHECK(grad.defined(), op, ": undefined gradient");
   check_cuda_tensor(op, "gradient", grad);
-  const Shape ks = keepdim_shape(in_shape, dims, op);
-  HYMBA_CHECK(grad.numel() == shape_numel(ks), op, ": gradient ", grad.meta_str(), " does not match the reduction of ",
-              shape_str(in_shape));
+  const Shape ks = reduce_check::check_sum_grad(op, grad, in_shape, dims);
   (void)keepdim;  // with or without keepdim the elements are the same, in the same order
   Tensor out = empty(in_shape, TensorOptions(grad.dtype(), grad.device()));
   if (out.numel() == 0) return out;
@@ -406,11 +384,9 @@ Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_s
   check_cuda_tensor(op, "gradient", grad);
   check_same_device(op, grad, indices);
   const int64_t nd = int64_t(in_shape.size());
-  const int64_t d = wrap_dim(dim, nd, op);
-  const Shape ks = keepdim_shape(in_shape, {dim}, op);
-  HYMBA_CHECK(grad.numel() == shape_numel(ks) && indices.numel() == grad.numel(), op, ": gradient ", grad.meta_str(),
-              " and indices ", indices.meta_str(), " do not match the reduction of ", shape_str(in_shape));
-  HYMBA_CHECK(indices.dtype() == DType::I64, op, ": indices must be i64, got ", indices.meta_str());
+  const reduce_check::MaxGradDims md = reduce_check::check_max_grad(op, grad, indices, in_shape, dim);
+  const int64_t d = md.dim;
+  const Shape& ks = md.keepdim_shape;
   HYMBA_CHECK(is_floating(grad.dtype()), op, ": expected a float dtype, got ", grad.meta_str());
   (void)keepdim;
   const Tensor g = grad.detach().reshape(ks), ix = indices.detach().reshape(ks);

@@ -227,12 +227,7 @@ void check_float(const char* op, const char* what, const Tensor& t) {
 }
 
 void check_backward(const char* op, const Tensor& dy, const Tensor& y) {
-  check_float(op, "output", y);
-  HYMBA_CHECK(dy.defined() && dy.shape() == y.shape(), op, ": gradient shape ",
-              dy.defined() ? shape_str(dy.shape()) : std::string("undefined"), " does not match output shape ",
-              shape_str(y.shape()));
-  check_same_dtype(op, dy, y);
-  check_same_device(op, dy, y);
+  softmax_check::check_backward(op, dy, y, check_float);
 }
 
 int64_t last_dim(const Tensor& x) { return x.dim() == 0 ? 1 : x.size(-1); }
@@ -284,29 +279,12 @@ Tensor softmax_backward_rows(const char* op, const Tensor& dy, const Tensor& y, 
   return dx;
 }
 
-Shape stats_shape(const Tensor& targets) {
-  Shape s = targets.shape();
-  s.push_back(2);
-  return s;
-}
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+using softmax_check::stat_dtype;
+using softmax_check::stats_shape;
 
 // Checks logits (..., V) against targets (...); returns (rows, V).
 std::pair<int64_t, int64_t> check_xent(const char* op, const Tensor& logits, const Tensor& targets) {
-  check_float(op, "logits", logits);
-  HYMBA_CHECK(targets.defined(), op, ": undefined targets");
-  HYMBA_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64, op, ": targets must be i32 or i64, got ",
-              targets.meta_str());
-  HYMBA_CHECK(logits.dim() >= 1, op, ": logits must have at least 1 dim [..., V], got ", logits.meta_str());
-  const Shape& ls = logits.shape();
-  HYMBA_CHECK(targets.shape() == Shape(ls.begin(), ls.end() - 1), op, ": targets shape ", shape_str(targets.shape()),
-              " does not match logits shape ", shape_str(ls), " (expected ", shape_str(Shape(ls.begin(), ls.end() - 1)),
-              ")");
-  check_same_device(op, logits, targets);
-  const int64_t v = logits.size(-1);
-  HYMBA_CHECK(v > 0, op, ": logits have an empty class dim: ", shape_str(ls));
-  return {targets.numel(), v};
+  return softmax_check::check_xent(op, logits, targets, check_float);
 }
 
 // The CPU's error for the target at `row` (read back from the device).
@@ -390,15 +368,7 @@ Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, co
                               const Tensor& stats_in, int64_t ignore_index, double scale) {
   const char* op = "cross_entropy_backward";
   auto [rows, v] = check_xent(op, logits_in, targets);
-  HYMBA_CHECK(grad_in.defined() && (grad_in.dim() == 0 || grad_in.shape() == targets.shape()), op, ": gradient ",
-              grad_in.meta_str(), " must be 0-dim or have the targets' shape ", shape_str(targets.shape()));
-  check_same_dtype(op, grad_in, logits_in);
-  check_same_device(op, grad_in, logits_in);
-  HYMBA_CHECK(stats_in.defined() && stats_in.shape() == stats_shape(targets) &&
-                  stats_in.dtype() == stat_dtype(logits_in.dtype()),
-              op, ": saved stats ", stats_in.meta_str(), " does not match logits ", logits_in.meta_str(), " (expected ",
-              dtype_name(stat_dtype(logits_in.dtype())), shape_str(stats_shape(targets)), ")");
-  check_same_device(op, stats_in, logits_in);
+  softmax_check::check_xent_backward(op, grad_in, logits_in, targets, stats_in);
   hymba::cuda::DeviceGuard guard(logits_in.device().index);
   Tensor dl = empty(logits_in.shape(), TensorOptions(logits_in.dtype(), logits_in.device()));
   if (rows == 0) return dl;
