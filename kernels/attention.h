@@ -22,7 +22,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "core/macros.h"
@@ -79,6 +81,107 @@ HYMBA_HD KeyTileRanges attention_key_tiles(int64_t q0, int64_t q1, int64_t key_t
   const int64_t w0 = std::max(meta_tiles, first_window_key / key_tile);
   return {0, meta_tiles, std::min(w0, last), last};
 }
+
+// Argument checks shared by the CPU and CUDA kernels. Each backend passes its own FloatCheck
+// (float_check() with the dtypes it takes, plus its device rule) and adds its own limits.
+namespace attn_check {
+
+using FloatCheck = void (*)(const char* op, const char* what, const Tensor& t);
+
+inline void float_check(const char* op, const char* what, const Tensor& t, bool (*dtype_ok)(DType),
+                        const char* dtypes) {
+  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
+  HYMBA_CHECK(dtype_ok(t.dtype()), op, ": ", what, " has dtype ", dtype_name(t.dtype()), ", expected ", dtypes, " (",
+              t.meta_str(), ")");
+}
+
+// The lse dtype: f64 for f64 inputs, f32 otherwise.
+inline DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+
+// The softmax scale: p.scale, or 1 / sqrt(dk) when p.scale <= 0.
+inline double scale_of(const AttentionParams& p, int64_t dk) {
+  return p.scale > 0 ? p.scale : 1.0 / std::sqrt(double(dk));
+}
+
+struct QkvDims {
+  int64_t B, Hq, Hkv, T, dk, dv;
+};
+
+// q, k and v of the forward and backward, up to the head dims (whose limits are the
+// backend's). Checks num_meta and scale too.
+inline QkvDims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p,
+                         FloatCheck check_float) {
+  check_float(op, "q", q);
+  check_float(op, "k", k);
+  check_float(op, "v", v);
+  HYMBA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
+              ": expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv); got q ", shape_str(q.shape()),
+              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  check_same_dtype(op, q, k);
+  check_same_dtype(op, q, v);
+  check_same_device(op, q, k);
+  check_same_device(op, q, v);
+  const QkvDims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), v.size(3)};
+  HYMBA_CHECK(k.size(0) == d.B && v.size(0) == d.B && k.size(2) == d.T && v.size(2) == d.T &&
+                  v.size(1) == d.Hkv && k.size(3) == d.dk,
+              op, ": shapes do not match: q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+              shape_str(v.shape()), " (expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv))");
+  HYMBA_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, op, ": query heads (", d.Hq, ") must be a multiple of kv heads (",
+              d.Hkv, "): q ", shape_str(q.shape()), ", k ", shape_str(k.shape()));
+  HYMBA_CHECK(p.num_meta >= 0, op, ": num_meta must be >= 0, got ", p.num_meta);
+  HYMBA_CHECK(std::isfinite(p.scale), op, ": scale must be finite, got ", p.scale);
+  return d;
+}
+
+// The backward's dout and saved out, both (B, Hq, T, dv) like q's dtype, dout on q's device.
+inline void check_dout_out(const char* op, const Tensor& dout, const Tensor& out, const Tensor& q,
+                           const QkvDims& d) {
+  const Shape oshape{d.B, d.Hq, d.T, d.dv};
+  HYMBA_CHECK(dout.defined() && dout.shape() == oshape, op, ": gradient shape ",
+              dout.defined() ? shape_str(dout.shape()) : std::string("undefined"), " does not match the output shape ",
+              shape_str(oshape));
+  HYMBA_CHECK(out.defined() && out.shape() == oshape, op, ": saved output shape ",
+              out.defined() ? shape_str(out.shape()) : std::string("undefined"), ", expected ", shape_str(oshape));
+  check_same_dtype(op, dout, q);
+  check_same_dtype(op, out, q);
+  check_same_device(op, dout, q);
+}
+
+// The saved lse (B, Hq, T) of stat_dtype(q); `device_ok` is the backend's device rule.
+inline void check_lse(const char* op, const Tensor& lse, const Tensor& q, const QkvDims& d, bool device_ok) {
+  HYMBA_CHECK(lse.defined() && lse.shape() == Shape({d.B, d.Hq, d.T}) && lse.dtype() == stat_dtype(q.dtype()) &&
+                  device_ok,
+              op, ": lse ", lse.meta_str(), " does not match q ", q.meta_str());
+}
+
+struct DecodeDims {
+  int64_t B, Hq, Hkv, Tq, S, dk, dv;
+};
+
+// q, k_cache and v_cache of attention_decode: the cache has S slots where the forward has T
+// keys, and q's length Tq may differ from S.
+inline DecodeDims check_decode_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                                   FloatCheck check_float) {
+  check_float(op, "q", q);
+  check_float(op, "k_cache", k);
+  check_float(op, "v_cache", v);
+  HYMBA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
+              ": expected q (B, Hq, Tq, dk), k_cache (B, Hkv, S, dk), v_cache (B, Hkv, S, dv); got q ",
+              shape_str(q.shape()), ", k_cache ", shape_str(k.shape()), ", v_cache ", shape_str(v.shape()));
+  check_same_dtype(op, q, k);
+  check_same_dtype(op, q, v);
+  check_same_device(op, q, k);
+  check_same_device(op, q, v);
+  const DecodeDims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  HYMBA_CHECK(k.size(0) == d.B && v.size(0) == d.B && k.size(3) == d.dk && v.size(1) == d.Hkv && v.size(2) == d.S,
+              op, ": shapes do not match: q ", shape_str(q.shape()), ", k_cache ", shape_str(k.shape()),
+              ", v_cache ", shape_str(v.shape()));
+  HYMBA_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, op, ": query heads (", d.Hq, ") must be a multiple of kv heads (", d.Hkv,
+              "): q ", shape_str(q.shape()), ", k_cache ", shape_str(k.shape()));
+  return d;
+}
+
+}  // namespace attn_check
 
 namespace cpu {
 // Returns (out (B, Hq, T, dv), lse (B, Hq, T)).

@@ -25,40 +25,17 @@ struct Dims {
 };
 
 void check_float(const char* op, const char* what, const Tensor& t) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
-  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": ", what, " has dtype ",
-              dtype_name(t.dtype()), ", expected f32 or f64 (", t.meta_str(), ")");
+  attn_check::float_check(op, what, t, [](DType d) { return d == DType::F32 || d == DType::F64; }, "f32 or f64");
 }
 
 Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p) {
-  check_float(op, "q", q);
-  check_float(op, "k", k);
-  check_float(op, "v", v);
-  HYMBA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
-              ": expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv); got q ", shape_str(q.shape()),
-              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
-  check_same_dtype(op, q, k);
-  check_same_dtype(op, q, v);
-  check_same_device(op, q, k);
-  check_same_device(op, q, v);
-  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3), v.size(3), 1};
-  HYMBA_CHECK(k.size(0) == d.B && v.size(0) == d.B && k.size(2) == d.T && v.size(2) == d.T &&
-                  v.size(1) == d.Hkv && k.size(3) == d.dk,
-              op, ": shapes do not match: q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
-              shape_str(v.shape()), " (expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv))");
-  HYMBA_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, op, ": query heads (", d.Hq, ") must be a multiple of kv heads (",
-              d.Hkv, "): q ", shape_str(q.shape()), ", k ", shape_str(k.shape()));
-  HYMBA_CHECK(d.dk > 0 && d.dv > 0, op, ": empty head dim: q ", shape_str(q.shape()), ", v ",
-              shape_str(v.shape()));
-  HYMBA_CHECK(p.num_meta >= 0, op, ": num_meta must be >= 0, got ", p.num_meta);
-  HYMBA_CHECK(std::isfinite(p.scale), op, ": scale must be finite, got ", p.scale);
-  d.group = d.Hq / d.Hkv;
-  return d;
+  const attn_check::QkvDims c = attn_check::check_qkv(op, q, k, v, p, check_float);
+  HYMBA_CHECK(c.dk > 0 && c.dv > 0, op, ": empty head dim: q ", shape_str(q.shape()), ", v ", shape_str(v.shape()));
+  return {c.B, c.Hq, c.Hkv, c.T, c.dk, c.dv, c.Hq / c.Hkv};
 }
 
-double scale_of(const AttentionParams& p, int64_t dk) { return p.scale > 0 ? p.scale : 1.0 / std::sqrt(double(dk)); }
-
-DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+using attn_check::scale_of;
+using attn_check::stat_dtype;
 
 template <typename T>
 inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
@@ -468,19 +445,9 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout_in, con
                                                       bool need_dv) {
   const char* op = "attention_backward";
   const Dims d = check_qkv(op, q_in, k_in, v_in, p);
-  const Shape oshape{d.B, d.Hq, d.T, d.dv};
-  HYMBA_CHECK(dout_in.defined() && dout_in.shape() == oshape, op, ": gradient shape ",
-              dout_in.defined() ? shape_str(dout_in.shape()) : std::string("undefined"),
-              " does not match the output shape ", shape_str(oshape));
-  HYMBA_CHECK(out_in.defined() && out_in.shape() == oshape, op, ": saved output shape ",
-              out_in.defined() ? shape_str(out_in.shape()) : std::string("undefined"), ", expected ",
-              shape_str(oshape));
-  check_same_dtype(op, dout_in, q_in);
-  check_same_dtype(op, out_in, q_in);
-  check_same_device(op, dout_in, q_in);
-  HYMBA_CHECK(lse_in.defined() && lse_in.shape() == Shape({d.B, d.Hq, d.T}) &&
-                  lse_in.dtype() == stat_dtype(q_in.dtype()),
-              op, ": lse ", lse_in.meta_str(), " does not match q ", q_in.meta_str());
+  const attn_check::QkvDims cd{d.B, d.Hq, d.Hkv, d.T, d.dk, d.dv};
+  attn_check::check_dout_out(op, dout_in, out_in, q_in, cd);
+  attn_check::check_lse(op, lse_in, q_in, cd, true);
   TensorOptions opt(q_in.dtype(), q_in.device());
   Tensor dq, dk, dv;
   if (need_dq) dq = empty(q_in.shape(), opt);
@@ -507,25 +474,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout_in, con
 Tensor attention_decode(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& qpos_in,
                         const Tensor& kpos_in, const AttentionParams& p) {
   const char* op = "attention_decode";
-  // The cache has S slots where the forward has T keys; q's length Tq may differ from S.
-  check_float(op, "q", q_in);
-  check_float(op, "k_cache", k_in);
-  check_float(op, "v_cache", v_in);
-  HYMBA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4, op,
-              ": expected q (B, Hq, Tq, dk), k_cache (B, Hkv, S, dk), v_cache (B, Hkv, S, dv); got q ",
-              shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()), ", v_cache ", shape_str(v_in.shape()));
-  check_same_dtype(op, q_in, k_in);
-  check_same_dtype(op, q_in, v_in);
-  check_same_device(op, q_in, k_in);
-  check_same_device(op, q_in, v_in);
-  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2), dk = q_in.size(3);
-  const int64_t Hkv = k_in.size(1), S_ = k_in.size(2), dv = v_in.size(3);
-  HYMBA_CHECK(k_in.size(0) == B && v_in.size(0) == B && k_in.size(3) == dk && v_in.size(1) == Hkv &&
-                  v_in.size(2) == S_,
-              op, ": shapes do not match: q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()),
-              ", v_cache ", shape_str(v_in.shape()));
-  HYMBA_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": query heads (", Hq, ") must be a multiple of kv heads (", Hkv,
-              "): q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()));
+  const attn_check::DecodeDims dd = attn_check::check_decode_qkv(op, q_in, k_in, v_in, check_float);
+  const int64_t B = dd.B, Hq = dd.Hq, Tq = dd.Tq, dk = dd.dk, Hkv = dd.Hkv, S_ = dd.S, dv = dd.dv;
   HYMBA_CHECK(qpos_in.defined() && qpos_in.shape() == Shape({B, Tq}) &&
                   (qpos_in.dtype() == DType::I64 || qpos_in.dtype() == DType::I32),
               op, ": q_pos ", qpos_in.meta_str(), " must be i64 or i32 of shape ", shape_str({B, Tq}));

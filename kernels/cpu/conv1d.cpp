@@ -22,29 +22,11 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 15;
 
-struct ConvDims {
-  int64_t B, C, L, W;
-};
+using conv_check::ConvDims;
 
 ConvDims check_inputs(const char* op, bool seq, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  HYMBA_CHECK(x.defined() && w.defined(), op, ": x and weight are required (x ", x.meta_str(), ", weight ",
-              w.meta_str(), ")");
-  HYMBA_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64, op, ": dtype ", dtype_name(x.dtype()),
-              " not supported here, expected f32 or f64 (x ", x.meta_str(), ")");
-  HYMBA_CHECK(x.dim() == (seq ? 3 : 2), op, ": x must be ", seq ? "(B, C, L)" : "(B, C)", ", got ", x.meta_str());
-  HYMBA_CHECK(w.dim() == 2 && w.size(0) == x.size(1), op, ": weight has shape ", shape_str(w.shape()),
-              ", expected (C, W) with C = ", x.size(1), " (x ", shape_str(x.shape()), ")");
-  HYMBA_CHECK(w.size(1) >= 2 && w.size(1) <= 4, op, ": width W must be 2, 3 or 4, got weight ",
-              shape_str(w.shape()), " (x ", shape_str(x.shape()), ")");
-  check_same_dtype(op, x, w);
-  check_same_device(op, x, w);
-  if (bias.defined()) {
-    HYMBA_CHECK(bias.shape() == Shape{x.size(1)}, op, ": bias has shape ", shape_str(bias.shape()), ", expected [",
-                x.size(1), "] (x ", shape_str(x.shape()), ")");
-    check_same_dtype(op, x, bias);
-    check_same_device(op, x, bias);
-  }
-  return {x.size(0), x.size(1), seq ? x.size(2) : 1, w.size(1)};
+  return conv_check::check_inputs(
+      op, seq, x, w, bias, [](DType d) { return d == DType::F32 || d == DType::F64; }, "here, expected f32 or f64");
 }
 
 // Through exp(-|v|), which never overflows and vectorizes (glibc's expf does not).
@@ -179,11 +161,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_backward(const Tensor& dy_in, c
                                                           const Tensor& bias_in, bool silu, bool need_dx) {
   const char* op = "causal_conv1d_backward";
   const ConvDims dm = check_inputs(op, true, x_in, w_in, bias_in);
-  HYMBA_CHECK(dy_in.defined() && dy_in.shape() == x_in.shape(), op, ": gradient ",
-              dy_in.defined() ? shape_str(dy_in.shape()) : std::string("undefined"), " does not match x ",
-              shape_str(x_in.shape()));
-  check_same_dtype(op, dy_in, x_in);
-  check_same_device(op, dy_in, x_in);
+  conv_check::check_grad(op, dy_in, x_in);
   const TensorOptions opts(x_in.dtype(), x_in.device());
   Tensor dx, dw = empty({dm.C, dm.W}, opts), db;
   if (need_dx) dx = empty({dm.B, dm.C, dm.L}, opts);
@@ -205,15 +183,7 @@ Tensor causal_conv1d_step(const Tensor& state, const Tensor& x_in, const Tensor&
                           bool silu) {
   const char* op = "causal_conv1d_step";
   const ConvDims dm = check_inputs(op, false, x_in, w_in, bias_in);
-  HYMBA_CHECK(state.defined() && state.shape() == Shape({dm.B, dm.C, dm.W - 1}), op, ": conv_state has shape ",
-              state.defined() ? shape_str(state.shape()) : std::string("undefined"), ", expected ",
-              shape_str({dm.B, dm.C, dm.W - 1}), " (x ", shape_str(x_in.shape()), ", weight ",
-              shape_str(w_in.shape()), ")");
-  check_same_dtype(op, state, x_in);
-  check_same_device(op, state, x_in);
-  // Shifted in place, so it must be one dense block.
-  HYMBA_CHECK(state.is_contiguous(), op, ": conv_state must be contiguous, got strides ",
-              shape_str(state.strides()));
+  conv_check::check_state(op, state, dm, x_in, w_in);
   Tensor y = empty({dm.B, dm.C}, TensorOptions(x_in.dtype(), x_in.device()));
   Tensor x = contig(x_in), w = contig(w_in), bias = contig(bias_in);
   dispatch_float(x.dtype(), op, [&](auto tag) {

@@ -21,8 +21,8 @@ std::vector<int64_t> checked_ids(const Tensor& ids, int64_t V, const char* op, c
     const I* p = static_cast<const I*>(c.data_ptr());
     for (size_t i = 0; i < out.size(); ++i) {
       const int64_t id = int64_t(p[i]);
-      HYMBA_CHECK(id >= 0 && id < V, op, ": id ", id, " (at flat position ", i, " of ids ", ids.meta_str(),
-                  ") out of range for a table of V = ", V, " rows ", table);
+      if (id < 0 || id >= V) [[unlikely]]
+        embed_check::fail_bad_id(op, id, int64_t(i), ids, V, table);
       out[i] = id;
     }
   });
@@ -33,13 +33,10 @@ std::vector<int64_t> checked_ids(const Tensor& ids, int64_t V, const char* op, c
 
 Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
   const char* op = "embedding";
-  HYMBA_CHECK(weight.defined() && weight.dim() == 2, op, ": weight must be 2-D (V, H), got ",
-              weight.defined() ? weight.meta_str() : "undefined");
+  embed_check::check_weight(op, weight);
   const int64_t V = weight.size(0), H = weight.size(1);
   std::vector<int64_t> idv = checked_ids(ids, V, op, "(weight " + weight.meta_str() + ")");
-  Shape out_shape = ids.shape();
-  out_shape.push_back(H);
-  Tensor out = empty(out_shape, TensorOptions(weight.dtype(), weight.device()));
+  Tensor out = empty(embed_check::output_shape(ids, H), TensorOptions(weight.dtype(), weight.device()));
   const int64_t n = int64_t(idv.size());
   if (n == 0 || H == 0) return out;
   const int64_t rs = weight.stride(0), cs = weight.stride(1);
@@ -64,13 +61,7 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
 
 Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t V, int64_t padding_idx) {
   const char* op = "embedding_backward";
-  HYMBA_CHECK(grad.defined() && ids.defined(), op, ": undefined gradient or ids");
-  HYMBA_CHECK(V >= 0, op, ": negative table size ", V);
-  HYMBA_CHECK(padding_idx == -1 || (padding_idx >= 0 && padding_idx < V), op, ": padding_idx ", padding_idx,
-              " out of range for a table of V = ", V, " rows (-1 means none)");
-  HYMBA_CHECK(grad.dim() == ids.dim() + 1 &&
-                  Shape(grad.shape().begin(), grad.shape().end() - 1) == ids.shape(),
-              op, ": gradient ", grad.meta_str(), " does not match ids ", ids.meta_str(), " (expected ids' shape + [H])");
+  embed_check::check_backward(op, grad, ids, V, padding_idx);
   const int64_t H = grad.size(-1);
   std::vector<int64_t> idv = checked_ids(ids, V, op, "");
   Tensor dw = zeros({V, H}, TensorOptions(grad.dtype(), grad.device()));

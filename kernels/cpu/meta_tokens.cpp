@@ -14,15 +14,10 @@ constexpr int64_t kGrain = 1 << 14;
 constexpr int64_t kColBlock = 64;
 
 void check_float(const char* op, const char* what, const Tensor& t) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
-  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": ", what, " has dtype ",
-              dtype_name(t.dtype()), ", expected f32 or f64 (", t.meta_str(), ")");
+  meta_check::float_check(op, what, t, [](DType d) { return d == DType::F32 || d == DType::F64; }, "f32 or f64");
 }
 
-void check_seq(const char* op, const char* what, const Tensor& t) {
-  check_float(op, what, t);
-  HYMBA_CHECK(t.dim() == 3, op, ": expected ", what, " (B, T, H), got ", shape_str(t.shape()));
-}
+void check_seq(const char* op, const char* what, const Tensor& t) { meta_check::check_seq(op, what, t, check_float); }
 
 // Copies n rows of h elements, row r of the destination at dst + r * h.
 template <typename T>
@@ -52,12 +47,7 @@ void sum_meta(const T* dy, T* dmeta, int64_t B, int64_t Tt, int64_t M, int64_t H
 
 Tensor prepend_meta_forward(const Tensor& meta_in, const Tensor& x_in) {
   const char* op = "prepend_meta";
-  check_float(op, "meta", meta_in);
-  check_seq(op, "x", x_in);
-  HYMBA_CHECK(meta_in.dim() == 2 && meta_in.size(1) == x_in.size(2), op, ": meta ", shape_str(meta_in.shape()),
-              " does not match x ", shape_str(x_in.shape()), " (expected (M, ", x_in.size(2), "))");
-  check_same_dtype(op, meta_in, x_in);
-  check_same_device(op, meta_in, x_in);
+  meta_check::check_prepend(op, meta_in, x_in, check_float);
   const int64_t B = x_in.size(0), L = x_in.size(1), H = x_in.size(2), M = meta_in.size(0);
   Tensor y = empty({B, M + L, H}, TensorOptions(x_in.dtype(), x_in.device()));
   if (y.numel() == 0) return y;
@@ -79,7 +69,7 @@ Tensor prepend_meta_forward(const Tensor& meta_in, const Tensor& x_in) {
 std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy_in, int64_t M, bool need_meta, bool need_x) {
   const char* op = "prepend_meta_backward";
   check_seq(op, "dy", dy_in);
-  HYMBA_CHECK(M >= 0 && M <= dy_in.size(1), op, ": num_meta ", M, " out of range for dy ", shape_str(dy_in.shape()));
+  meta_check::check_num_meta(op, "dy", dy_in, M);
   const int64_t B = dy_in.size(0), Tt = dy_in.size(1), H = dy_in.size(2), L = Tt - M;
   Tensor dmeta, dx;
   Tensor dy = dy_in.contiguous();
@@ -102,7 +92,7 @@ std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy_in, int64_t M,
 Tensor drop_meta_forward(const Tensor& x, int64_t M) {
   const char* op = "drop_meta";
   check_seq(op, "x", x);
-  HYMBA_CHECK(M >= 0 && M <= x.size(1), op, ": num_meta ", M, " out of range for x ", shape_str(x.shape()));
+  meta_check::check_num_meta(op, "x", x, M);
   NoGradGuard ng;
   return x.narrow(1, M, x.size(1) - M).contiguous();
 }
@@ -131,24 +121,15 @@ Tensor drop_meta_backward(const Tensor& dy_in, int64_t M) {
 
 Tensor embed_with_meta_forward(const Tensor& w_in, const Tensor& ids_in, const Tensor& meta_in) {
   const char* op = "embed_with_meta";
-  check_float(op, "weight", w_in);
-  check_float(op, "meta", meta_in);
-  HYMBA_CHECK(w_in.dim() == 2, op, ": expected weight (V, H), got ", shape_str(w_in.shape()));
-  HYMBA_CHECK(ids_in.defined() && ids_in.dim() == 2 && (ids_in.dtype() == DType::I32 || ids_in.dtype() == DType::I64),
-              op, ": expected ids (B, L) of i32 or i64, got ", ids_in.defined() ? ids_in.meta_str() : "undefined");
-  HYMBA_CHECK(meta_in.dim() == 2 && meta_in.size(1) == w_in.size(1), op, ": meta ", shape_str(meta_in.shape()),
-              " does not match weight ", shape_str(w_in.shape()), " (expected (M, ", w_in.size(1), "))");
-  check_same_dtype(op, w_in, meta_in);
-  check_same_device(op, w_in, meta_in);
-  check_same_device(op, w_in, ids_in);
+  meta_check::check_embed_forward(op, w_in, ids_in, meta_in, check_float);
   const int64_t B = ids_in.size(0), L = ids_in.size(1), V = w_in.size(0), H = w_in.size(1), M = meta_in.size(0);
   Tensor y = empty({B, M + L, H}, TensorOptions(w_in.dtype(), w_in.device()));
   if (y.numel() == 0) return y;
   Tensor w = w_in.contiguous(), meta = meta_in.contiguous(), ids = ids_in.to(DType::I64).contiguous();
   const int64_t* pi = ids.data<int64_t>();
   for (int64_t n = 0; n < B * L; ++n)
-    HYMBA_CHECK(pi[n] >= 0 && pi[n] < V, op, ": token id ", pi[n], " at (", n / L, ", ", n % L,
-                ") out of range for weight ", shape_str(w.shape()));
+    if (pi[n] < 0 || pi[n] >= V) [[unlikely]]
+      meta_check::fail_bad_token(op, pi[n], n, L, w);
   dispatch_float(w.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T *pw = w.data<T>(), *pm = meta.data<T>();
@@ -167,12 +148,8 @@ Tensor embed_with_meta_forward(const Tensor& w_in, const Tensor& ids_in, const T
 std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy_in, const Tensor& ids_in, int64_t V, int64_t M,
                                                     int64_t padding_idx, bool need_weight, bool need_meta) {
   const char* op = "embed_with_meta_backward";
-  check_seq(op, "dy", dy_in);
-  HYMBA_CHECK(ids_in.defined() && ids_in.dim() == 2 && (ids_in.dtype() == DType::I32 || ids_in.dtype() == DType::I64),
-              op, ": expected ids (B, L) of i32 or i64, got ", ids_in.defined() ? ids_in.meta_str() : "undefined");
+  meta_check::check_embed_backward(op, dy_in, ids_in, M, check_float);
   const int64_t B = ids_in.size(0), L = ids_in.size(1), H = dy_in.size(2);
-  HYMBA_CHECK(M >= 0 && dy_in.size(0) == B && dy_in.size(1) == M + L, op, ": dy ", shape_str(dy_in.shape()),
-              " does not match ids ", shape_str(ids_in.shape()), " with ", M, " meta tokens");
   Tensor dy = dy_in.contiguous();
   Tensor dw, dmeta;
   if (need_meta) {
@@ -188,8 +165,7 @@ std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy_in, const T
     dw = zeros({V, H}, TensorOptions(dy.dtype(), dy.device()));
     Tensor ids = ids_in.to(DType::I64).contiguous();
     const int64_t* pi = ids.data<int64_t>();
-    for (int64_t n = 0; n < B * L; ++n)
-      HYMBA_CHECK(pi[n] >= 0 && pi[n] < V, op, ": token id ", pi[n], " out of range for vocab ", V);
+    meta_check::check_token_ids(op, pi, B * L, V);
     if (dw.numel() > 0 && B * L > 0) {
       dispatch_float(dy.dtype(), op, [&](auto tag) {
         using T = typename decltype(tag)::type;

@@ -290,22 +290,11 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout_in, con
                                                       bool need_dv) {
   const char* op = "attention_backward";
   const Dims d = check_qkv(op, q_in, k_in, v_in, p);
-  const Shape oshape{d.B, d.Hq, d.T, d.dv};
-  HYMBA_CHECK(dout_in.defined() && dout_in.shape() == oshape, op, ": gradient shape ",
-              dout_in.defined() ? shape_str(dout_in.shape()) : std::string("undefined"),
-              " does not match the output shape ", shape_str(oshape));
-  HYMBA_CHECK(out_in.defined() && out_in.shape() == oshape, op, ": saved output shape ",
-              out_in.defined() ? shape_str(out_in.shape()) : std::string("undefined"), ", expected ",
-              shape_str(oshape));
-  check_same_dtype(op, dout_in, q_in);
-  check_same_dtype(op, out_in, q_in);
-  check_same_device(op, dout_in, q_in);
+  const attn_check::QkvDims cd{d.B, d.Hq, d.Hkv, d.T, d.dk, d.dv};
+  attn_check::check_dout_out(op, dout_in, out_in, q_in, cd);
   check_same_device(op, out_in, q_in);
+  attn_check::check_lse(op, lse_in, q_in, cd, lse_in.defined() && lse_in.device() == q_in.device());
   const DType dt = q_in.dtype();
-  HYMBA_CHECK(lse_in.defined() && lse_in.shape() == Shape({d.B, d.Hq, d.T}) && lse_in.dtype() == stat_dtype(dt) &&
-                  lse_in.device() == q_in.device(),
-              op, ": lse ", lse_in.defined() ? lse_in.meta_str() : std::string("undefined"), " does not match q ",
-              q_in.meta_str());
   ::hymba::cuda::DeviceGuard guard(q_in.device().index);
   TensorOptions opt(dt, q_in.device());
   Tensor dq, dk, dv;

@@ -42,45 +42,23 @@ struct Dims {
 };
 
 inline void check_attn_tensor(const char* op, const char* what, const Tensor& t) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
+  attn_check::float_check(
+      op, what, t,
+      [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16 || d == DType::F64; },
+      "a float dtype");
   check_cuda_tensor(op, what, t);
-  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16 ||
-                  t.dtype() == DType::F64,
-              op, ": ", what, " has dtype ", dtype_name(t.dtype()), ", expected a float dtype (", t.meta_str(), ")");
 }
 
 inline Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p) {
-  check_attn_tensor(op, "q", q);
-  check_attn_tensor(op, "k", k);
-  check_attn_tensor(op, "v", v);
-  HYMBA_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op,
-              ": expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv); got q ", shape_str(q.shape()),
-              ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
-  check_same_dtype(op, q, k);
-  check_same_dtype(op, q, v);
-  check_same_device(op, q, k);
-  check_same_device(op, q, v);
-  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), int(q.size(3)), int(v.size(3)), 1};
-  HYMBA_CHECK(k.size(0) == d.B && v.size(0) == d.B && k.size(2) == d.T && v.size(2) == d.T &&
-                  v.size(1) == d.Hkv && k.size(3) == q.size(3),
-              op, ": shapes do not match: q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
-              shape_str(v.shape()), " (expected q (B, Hq, T, dk), k (B, Hkv, T, dk), v (B, Hkv, T, dv))");
-  HYMBA_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, op, ": query heads (", d.Hq, ") must be a multiple of kv heads (",
-              d.Hkv, "): q ", shape_str(q.shape()), ", k ", shape_str(k.shape()));
-  HYMBA_CHECK(q.size(3) > 0 && v.size(3) > 0 && q.size(3) <= (1 << 20) && v.size(3) <= (1 << 20), op,
-              ": unsupported head dim: q ", shape_str(q.shape()), ", v ", shape_str(v.shape()));
-  HYMBA_CHECK(p.num_meta >= 0, op, ": num_meta must be >= 0, got ", p.num_meta);
-  HYMBA_CHECK(std::isfinite(p.scale), op, ": scale must be finite, got ", p.scale);
-  d.group = int(d.Hq / d.Hkv);
-  return d;
+  const attn_check::QkvDims c = attn_check::check_qkv(op, q, k, v, p, check_attn_tensor);
+  HYMBA_CHECK(c.dk > 0 && c.dv > 0 && c.dk <= (1 << 20) && c.dv <= (1 << 20), op, ": unsupported head dim: q ",
+              shape_str(q.shape()), ", v ", shape_str(v.shape()));
+  return {c.B, c.Hq, c.Hkv, c.T, int(c.dk), int(c.dv), int(c.Hq / c.Hkv)};
 }
 
-inline float scale_of(const AttentionParams& p, int dk) {
-  return float(p.scale > 0 ? p.scale : 1.0 / std::sqrt(double(dk)));
-}
+inline float scale_of(const AttentionParams& p, int dk) { return float(attn_check::scale_of(p, dk)); }
 
-// The lse dtype, as on the CPU: f64 for f64 inputs, f32 otherwise.
-inline DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
+using attn_check::stat_dtype;
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 // Leading dimensions, in elements. Tensor-core tiles: a multiple of 8 bf16 / 4 floats (16 bytes,

@@ -75,24 +75,8 @@ __global__ void __launch_bounds__(kThreads)
 Tensor attention_decode(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& qpos_in,
                         const Tensor& kpos_in, const AttentionParams& p) {
   const char* op = "attention_decode";
-  check_attn_tensor(op, "q", q_in);
-  check_attn_tensor(op, "k_cache", k_in);
-  check_attn_tensor(op, "v_cache", v_in);
-  HYMBA_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4, op,
-              ": expected q (B, Hq, Tq, dk), k_cache (B, Hkv, S, dk), v_cache (B, Hkv, S, dv); got q ",
-              shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()), ", v_cache ", shape_str(v_in.shape()));
-  check_same_dtype(op, q_in, k_in);
-  check_same_dtype(op, q_in, v_in);
-  check_same_device(op, q_in, k_in);
-  check_same_device(op, q_in, v_in);
-  const int64_t B = q_in.size(0), Hq = q_in.size(1), Tq = q_in.size(2), dk = q_in.size(3);
-  const int64_t Hkv = k_in.size(1), S = k_in.size(2), dv = v_in.size(3);
-  HYMBA_CHECK(k_in.size(0) == B && v_in.size(0) == B && k_in.size(3) == dk && v_in.size(1) == Hkv &&
-                  v_in.size(2) == S,
-              op, ": shapes do not match: q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()),
-              ", v_cache ", shape_str(v_in.shape()));
-  HYMBA_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": query heads (", Hq, ") must be a multiple of kv heads (", Hkv,
-              "): q ", shape_str(q_in.shape()), ", k_cache ", shape_str(k_in.shape()));
+  const attn_check::DecodeDims dd = attn_check::check_decode_qkv(op, q_in, k_in, v_in, check_attn_tensor);
+  const int64_t B = dd.B, Hq = dd.Hq, Tq = dd.Tq, dk = dd.dk, Hkv = dd.Hkv, S = dd.S, dv = dd.dv;
   HYMBA_CHECK(qpos_in.defined() && qpos_in.shape() == Shape({B, Tq}) &&
                   (qpos_in.dtype() == DType::I64 || qpos_in.dtype() == DType::I32) &&
                   qpos_in.device() == q_in.device(),

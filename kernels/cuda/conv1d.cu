@@ -117,32 +117,14 @@ __global__ void conv_step_kernel(T* __restrict__ state, const T* __restrict__ x,
   }
 }
 
-struct ConvDims {
-  int64_t B, C, L, W;
-};
+using conv_check::ConvDims;
 
-// The CPU kernel's checks (kernels/cpu/conv1d.cpp), with bf16 allowed.
 ConvDims check_inputs(const char* op, bool seq, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  HYMBA_CHECK(x.defined() && w.defined(), op, ": x and weight are required (x ",
-              x.defined() ? x.meta_str() : std::string("undefined"), ", weight ",
-              w.defined() ? w.meta_str() : std::string("undefined"), ")");
+  const ConvDims dm = conv_check::check_inputs(
+      op, seq, x, w, bias, [](DType d) { return d == DType::F32 || d == DType::F64 || d == DType::BF16; },
+      "on CUDA, expected f32, f64 or bf16");
   check_cuda_tensor(op, "x", x);
-  HYMBA_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64 || x.dtype() == DType::BF16, op, ": dtype ",
-              dtype_name(x.dtype()), " not supported on CUDA, expected f32, f64 or bf16 (x ", x.meta_str(), ")");
-  HYMBA_CHECK(x.dim() == (seq ? 3 : 2), op, ": x must be ", seq ? "(B, C, L)" : "(B, C)", ", got ", x.meta_str());
-  HYMBA_CHECK(w.dim() == 2 && w.size(0) == x.size(1), op, ": weight has shape ", shape_str(w.shape()),
-              ", expected (C, W) with C = ", x.size(1), " (x ", shape_str(x.shape()), ")");
-  HYMBA_CHECK(w.size(1) >= 2 && w.size(1) <= kMaxW, op, ": width W must be 2, 3 or 4, got weight ",
-              shape_str(w.shape()), " (x ", shape_str(x.shape()), ")");
-  check_same_dtype(op, x, w);
-  check_same_device(op, x, w);
-  if (bias.defined()) {
-    HYMBA_CHECK(bias.shape() == Shape{x.size(1)}, op, ": bias has shape ", shape_str(bias.shape()), ", expected [",
-                x.size(1), "] (x ", shape_str(x.shape()), ")");
-    check_same_dtype(op, x, bias);
-    check_same_device(op, x, bias);
-  }
-  return {x.size(0), x.size(1), seq ? x.size(2) : 1, w.size(1)};
+  return dm;
 }
 
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
@@ -172,11 +154,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_backward(const Tensor& dy_in, c
                                                           const Tensor& bias_in, bool silu, bool need_dx) {
   const char* op = "causal_conv1d_backward";
   const ConvDims dm = check_inputs(op, true, x_in, w_in, bias_in);
-  HYMBA_CHECK(dy_in.defined() && dy_in.shape() == x_in.shape(), op, ": gradient ",
-              dy_in.defined() ? shape_str(dy_in.shape()) : std::string("undefined"), " does not match x ",
-              shape_str(x_in.shape()));
-  check_same_dtype(op, dy_in, x_in);
-  check_same_device(op, dy_in, x_in);
+  conv_check::check_grad(op, dy_in, x_in);
   ::hymba::cuda::DeviceGuard guard(x_in.device().index);
   const TensorOptions opts(x_in.dtype(), x_in.device());
   Tensor dx, dw = empty({dm.C, dm.W}, opts), db;
@@ -200,14 +178,7 @@ Tensor causal_conv1d_step(const Tensor& state, const Tensor& x_in, const Tensor&
                           bool silu) {
   const char* op = "causal_conv1d_step";
   const ConvDims dm = check_inputs(op, false, x_in, w_in, bias_in);
-  HYMBA_CHECK(state.defined() && state.shape() == Shape({dm.B, dm.C, dm.W - 1}), op, ": conv_state has shape ",
-              state.defined() ? shape_str(state.shape()) : std::string("undefined"), ", expected ",
-              shape_str({dm.B, dm.C, dm.W - 1}), " (x ", shape_str(x_in.shape()), ", weight ",
-              shape_str(w_in.shape()), ")");
-  check_same_dtype(op, state, x_in);
-  check_same_device(op, state, x_in);
-  HYMBA_CHECK(state.is_contiguous(), op, ": conv_state must be contiguous, got strides ",
-              shape_str(state.strides()));
+  conv_check::check_state(op, state, dm, x_in, w_in);
   ::hymba::cuda::DeviceGuard guard(x_in.device().index);
   Tensor y = empty({dm.B, dm.C}, TensorOptions(x_in.dtype(), x_in.device()));
   if (y.numel() == 0) return y;

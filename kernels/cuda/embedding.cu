@@ -163,23 +163,19 @@ void throw_if_bad(const Tensor& flag, const Tensor& ids64, const Tensor& ids, in
   if (pos == kNoBadPosition) return;
   int64_t id = 0;
   hymba::cuda::memcpy_d2h(&id, static_cast<const int64_t*>(ids64.data_ptr()) + pos, sizeof(id));
-  HYMBA_FAIL(op, ": id ", id, " (at flat position ", pos, " of ids ", ids.meta_str(),
-             ") out of range for a table of V = ", V, " rows ", table);
+  embed_check::fail_bad_id(op, id, int64_t(pos), ids, V, table);
 }
 
 }  // namespace
 
 Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
   const char* op = "embedding";
-  HYMBA_CHECK(weight.defined() && weight.dim() == 2, op, ": weight must be 2-D (V, H), got ",
-              weight.defined() ? weight.meta_str() : "undefined");
+  embed_check::check_weight(op, weight);
   check_cuda_tensor(op, "weight", weight);
   hymba::cuda::DeviceGuard guard(weight.device().index);
   const int64_t V = weight.size(0), H = weight.size(1);
   const Tensor ids64 = ids_as_i64(op, ids);
-  Shape out_shape = ids.shape();
-  out_shape.push_back(H);
-  Tensor out = empty(out_shape, TensorOptions(weight.dtype(), weight.device()));
+  Tensor out = empty(embed_check::output_shape(ids, H), TensorOptions(weight.dtype(), weight.device()));
   const int64_t n = ids64.numel();
   if (n == 0) return out;
   const Tensor bad = bad_flag(weight.device());
@@ -202,12 +198,7 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& ids) {
 
 Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t V, int64_t padding_idx) {
   const char* op = "embedding_backward";
-  HYMBA_CHECK(grad.defined() && ids.defined(), op, ": undefined gradient or ids");
-  HYMBA_CHECK(V >= 0, op, ": negative table size ", V);
-  HYMBA_CHECK(padding_idx == -1 || (padding_idx >= 0 && padding_idx < V), op, ": padding_idx ", padding_idx,
-              " out of range for a table of V = ", V, " rows (-1 means none)");
-  HYMBA_CHECK(grad.dim() == ids.dim() + 1 && Shape(grad.shape().begin(), grad.shape().end() - 1) == ids.shape(), op,
-              ": gradient ", grad.meta_str(), " does not match ids ", ids.meta_str(), " (expected ids' shape + [H])");
+  embed_check::check_backward(op, grad, ids, V, padding_idx);
   check_cuda_tensor(op, "grad", grad);
   hymba::cuda::DeviceGuard guard(grad.device().index);
   const int64_t H = grad.size(-1);

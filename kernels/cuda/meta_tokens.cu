@@ -82,21 +82,13 @@ __global__ void embed_grad_kernel(const T* __restrict__ dy, const int64_t* __res
 }
 
 void check_float(const char* op, const char* what, const Tensor& t) {
-  HYMBA_CHECK(t.defined(), op, ": ", what, " is undefined");
+  meta_check::float_check(
+      op, what, t, [](DType d) { return d == DType::F32 || d == DType::F64 || d == DType::BF16; },
+      "f32, f64 or bf16");
   check_cuda_tensor(op, what, t);
-  HYMBA_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 || t.dtype() == DType::BF16, op, ": ", what,
-              " has dtype ", dtype_name(t.dtype()), ", expected f32, f64 or bf16 (", t.meta_str(), ")");
 }
 
-void check_seq(const char* op, const char* what, const Tensor& t) {
-  check_float(op, what, t);
-  HYMBA_CHECK(t.dim() == 3, op, ": expected ", what, " (B, T, H), got ", shape_str(t.shape()));
-}
-
-void check_ids(const char* op, const Tensor& ids) {
-  HYMBA_CHECK(ids.defined() && ids.dim() == 2 && (ids.dtype() == DType::I32 || ids.dtype() == DType::I64), op,
-              ": expected ids (B, L) of i32 or i64, got ", ids.defined() ? ids.meta_str() : "undefined");
-}
+void check_seq(const char* op, const char* what, const Tensor& t) { meta_check::check_seq(op, what, t, check_float); }
 
 template <typename T> void launch_sum_meta(const Tensor& dy, const Tensor& dmeta, int64_t B, int64_t Tt, int64_t M,
                                            int64_t H, const char* op) {
@@ -108,12 +100,7 @@ template <typename T> void launch_sum_meta(const Tensor& dy, const Tensor& dmeta
 
 Tensor prepend_meta_forward(const Tensor& meta_in, const Tensor& x_in) {
   const char* op = "prepend_meta";
-  check_float(op, "meta", meta_in);
-  check_seq(op, "x", x_in);
-  HYMBA_CHECK(meta_in.dim() == 2 && meta_in.size(1) == x_in.size(2), op, ": meta ", shape_str(meta_in.shape()),
-              " does not match x ", shape_str(x_in.shape()), " (expected (M, ", x_in.size(2), "))");
-  check_same_dtype(op, meta_in, x_in);
-  check_same_device(op, meta_in, x_in);
+  meta_check::check_prepend(op, meta_in, x_in, check_float);
   ::hymba::cuda::DeviceGuard guard(x_in.device().index);
   const int64_t B = x_in.size(0), L = x_in.size(1), H = x_in.size(2), M = meta_in.size(0);
   Tensor y = empty({B, M + L, H}, TensorOptions(x_in.dtype(), x_in.device()));
@@ -131,7 +118,7 @@ Tensor prepend_meta_forward(const Tensor& meta_in, const Tensor& x_in) {
 std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy_in, int64_t M, bool need_meta, bool need_x) {
   const char* op = "prepend_meta_backward";
   check_seq(op, "dy", dy_in);
-  HYMBA_CHECK(M >= 0 && M <= dy_in.size(1), op, ": num_meta ", M, " out of range for dy ", shape_str(dy_in.shape()));
+  meta_check::check_num_meta(op, "dy", dy_in, M);
   ::hymba::cuda::DeviceGuard guard(dy_in.device().index);
   const int64_t B = dy_in.size(0), Tt = dy_in.size(1), H = dy_in.size(2), L = Tt - M;
   Tensor dmeta, dx;
@@ -153,7 +140,7 @@ std::tuple<Tensor, Tensor> prepend_meta_backward(const Tensor& dy_in, int64_t M,
 Tensor drop_meta_forward(const Tensor& x, int64_t M) {
   const char* op = "drop_meta";
   check_seq(op, "x", x);
-  HYMBA_CHECK(M >= 0 && M <= x.size(1), op, ": num_meta ", M, " out of range for x ", shape_str(x.shape()));
+  meta_check::check_num_meta(op, "x", x, M);
   ::hymba::cuda::DeviceGuard guard(x.device().index);
   NoGradGuard ng;
   return x.narrow(1, M, x.size(1) - M).contiguous();
@@ -179,15 +166,7 @@ Tensor drop_meta_backward(const Tensor& dy_in, int64_t M) {
 
 Tensor embed_with_meta_forward(const Tensor& w_in, const Tensor& ids_in, const Tensor& meta_in) {
   const char* op = "embed_with_meta";
-  check_float(op, "weight", w_in);
-  check_float(op, "meta", meta_in);
-  HYMBA_CHECK(w_in.dim() == 2, op, ": expected weight (V, H), got ", shape_str(w_in.shape()));
-  check_ids(op, ids_in);
-  HYMBA_CHECK(meta_in.dim() == 2 && meta_in.size(1) == w_in.size(1), op, ": meta ", shape_str(meta_in.shape()),
-              " does not match weight ", shape_str(w_in.shape()), " (expected (M, ", w_in.size(1), "))");
-  check_same_dtype(op, w_in, meta_in);
-  check_same_device(op, w_in, meta_in);
-  check_same_device(op, w_in, ids_in);
+  meta_check::check_embed_forward(op, w_in, ids_in, meta_in, check_float);
   ::hymba::cuda::DeviceGuard guard(w_in.device().index);
   const int64_t B = ids_in.size(0), L = ids_in.size(1), V = w_in.size(0), H = w_in.size(1), M = meta_in.size(0);
   Tensor y = empty({B, M + L, H}, TensorOptions(w_in.dtype(), w_in.device()));
@@ -205,8 +184,7 @@ Tensor embed_with_meta_forward(const Tensor& w_in, const Tensor& ids_in, const T
     if (bad != ~0ULL) {
       const int64_t n = int64_t(bad);
       const int64_t id = int64_t(ids.flatten().narrow(0, n, 1).item());
-      HYMBA_FAIL(op, ": token id ", id, " at (", n / L, ", ", n % L, ") out of range for weight ",
-                 shape_str(w.shape()));
+      meta_check::fail_bad_token(op, id, n, L, w);
     }
   }
   dispatch_f32_f64_bf16(w.dtype(), op, [&](auto tag) {
@@ -221,12 +199,9 @@ Tensor embed_with_meta_forward(const Tensor& w_in, const Tensor& ids_in, const T
 std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy_in, const Tensor& ids_in, int64_t V, int64_t M,
                                                     int64_t padding_idx, bool need_weight, bool need_meta) {
   const char* op = "embed_with_meta_backward";
-  check_seq(op, "dy", dy_in);
-  check_ids(op, ids_in);
+  meta_check::check_embed_backward(op, dy_in, ids_in, M, check_float);
   check_same_device(op, dy_in, ids_in);
   const int64_t B = ids_in.size(0), L = ids_in.size(1), H = dy_in.size(2);
-  HYMBA_CHECK(M >= 0 && dy_in.size(0) == B && dy_in.size(1) == M + L, op, ": dy ", shape_str(dy_in.shape()),
-              " does not match ids ", shape_str(ids_in.shape()), " with ", M, " meta tokens");
   ::hymba::cuda::DeviceGuard guard(dy_in.device().index);
   const Tensor dy = dy_in.contiguous();
   Tensor dw, dmeta;
@@ -241,8 +216,7 @@ std::tuple<Tensor, Tensor> embed_with_meta_backward(const Tensor& dy_in, const T
     dw = zeros({V, H}, TensorOptions(dy.dtype(), dy.device()));
     const std::vector<int64_t> ids = ids_in.to(DType::I64).to_vector<int64_t>();
     const int64_t n_ids = B * L;
-    for (int64_t n = 0; n < n_ids; ++n)
-      HYMBA_CHECK(ids[n] >= 0 && ids[n] < V, op, ": token id ", ids[n], " out of range for vocab ", V);
+    meta_check::check_token_ids(op, ids.data(), n_ids, V);
     // Stable counting sort by id, padding tokens left out. One upload:
     // [rows (U) | start (U + 1) | order (P)].
     std::vector<int64_t> count(size_t(V) + 1, 0);

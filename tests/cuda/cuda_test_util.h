@@ -40,6 +40,16 @@ inline Tensor randn_cpu(const Shape& shape, uint64_t seed, DType dtype = DType::
   return randn(shape, DType::F32, &g, 0.0, scale).to(dtype);
 }
 
+// The dtype the CPU reference runs in for CUDA inputs of dtype dt: f64 stays f64; f32 and the
+// 16-bit types run in f32 (on the same rounded values).
+inline DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+
+// The tolerance for a CUDA result from inputs of dtype dt: `f64` and `f32` for those dtypes,
+// 2e-2 for the 16-bit ones.
+inline double rtol_by_dtype(DType dt, double f32, double f64 = 1e-12) {
+  return dt == DType::F64 ? f64 : dt == DType::F32 ? f32 : 2e-2;
+}
+
 struct Diff {
   double max_abs_err = 0, max_ref = 0, rel = 0;
   int64_t nans = 0, n = 0;

@@ -13,14 +13,8 @@
 namespace hymba {
 namespace {
 
-double rtol_of(DType dt) {
-  switch (dt) {
-    case DType::F64: return 1e-12;
-    case DType::F32: return 1e-5;
-    default: return 2e-2;
-  }
-}
-DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+double rtol_of(DType dt) { return cudatest::rtol_by_dtype(dt, 1e-5); }
+using cudatest::ref_of;
 
 const Device gpu = Device::cuda();
 

@@ -15,8 +15,8 @@ namespace {
 
 const Device gpu = Device::cuda();
 
-double rtol_of(DType dt) { return dt == DType::F64 ? 1e-12 : dt == DType::F32 ? 1e-5 : 2e-2; }
-DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+double rtol_of(DType dt) { return cudatest::rtol_by_dtype(dt, 1e-5); }
+using cudatest::ref_of;
 
 Tensor to_ref(const Tensor& t, DType dt) { return t.defined() ? t.to(ref_of(dt)) : Tensor(); }
 Tensor to_gpu(const Tensor& t) { return t.defined() ? t.to(gpu) : Tensor(); }

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 const Device gpu = Device::cuda();
 
 double sum_rtol(DType dt) { return dt == DType::BF16 ? 2e-2 : 0.0; }
-DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+using cudatest::ref_of;
 
 void check_prepend_drop(int64_t B, int64_t M, int64_t L, int64_t H, DType dt, uint64_t seed) {
   const std::string what = str(dtype_name(dt), " B", B, " M", M, " L", L, " H", H);

@@ -13,8 +13,8 @@ namespace {
 
 const Device gpu = Device::cuda();
 
-double rtol_of(DType dt) { return dt == DType::F64 ? 1e-12 : dt == DType::F32 ? 1e-6 : 2e-2; }
-DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+double rtol_of(DType dt) { return cudatest::rtol_by_dtype(dt, 1e-6); }
+using cudatest::ref_of;
 
 // x_gpu may be a strided view; x_ref holds the same values on the CPU.
 void check(const Tensor& x_gpu, const Tensor& x_ref, DType dt, double base, int64_t offset, const std::string& what) {

@@ -59,8 +59,8 @@ Inputs make_inputs(const Case& c, uint64_t seed, DType dt) {
   return s.map([&](const Tensor& t) { return t.to(dt); });
 }
 
-double rtol_of(DType dt) { return dt == DType::F64 ? 1e-9 : dt == DType::F32 ? 1e-4 : 2e-2; }
-DType ref_of(DType dt) { return dt == DType::F64 ? DType::F64 : DType::F32; }
+double rtol_of(DType dt) { return cudatest::rtol_by_dtype(dt, 1e-4, 1e-9); }
+using cudatest::ref_of;
 
 void expect_grad(const Tensor& got, const Tensor& want, double rtol, const std::string& what) {
   ASSERT_EQ(got.defined(), want.defined()) << what;

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "autograd/ops.h"
-#include "data/shard_writer.h"
 #include "layers/model.h"
 #include "layers/precision.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -113,25 +112,7 @@ TEST(CudaTraining, Bf16LossCurveTracksFp32) {
     }
 }
 
-// A learnable stream (as tests/train/test_trainer.cpp): documents walking t -> (5t + 3) mod 63 + 1.
-void write_split(const std::filesystem::path& dir, const std::string& split, int docs, uint64_t seed) {
-  data::ShardWriter w((dir / (split + "_000.h5")).string(), 64, false);
-  uint64_t st = seed;
-  for (int d = 0; d < docs; ++d) {
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    int32_t t = int32_t((st >> 33) % 63) + 1;
-    std::vector<int32_t> doc;
-    for (int i = 0; i < 40; ++i) {
-      doc.push_back(t);
-      t = (5 * t + 3) % 63 + 1;
-    }
-    doc.push_back(0);
-    w.add_document(doc);
-  }
-  data::ShardInfo info;
-  info.split = split;
-  w.close(info);
-}
+using testing::write_split;
 
 // The trainer end to end on the GPU in bf16: the model and moments live on the device as
 // fp32, the loss falls, eval runs, and the checkpoint holds host copies that a fresh trainer

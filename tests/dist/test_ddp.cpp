@@ -16,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "data/shard_writer.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
 #include "tests/train/train_test_util.h"
@@ -50,26 +49,11 @@ struct SharedDir {
     if (comm->rank() == 0) fs::remove_all(path);
   }
 
-  // The learnable stream of tests/train/test_trainer.cpp.
+  // The learnable stream of tests/train/train_test_util.h.
   void write_data() {
-    fs::path d = path / "data";
+    const fs::path d = path / "data";
     fs::create_directories(d);
-    data::ShardWriter w((d / "train_000.h5").string(), 64, false);
-    uint64_t s = 1;
-    for (int doc = 0; doc < 60; ++doc) {
-      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-      int32_t t = int32_t((s >> 33) % 63) + 1;
-      std::vector<int32_t> tokens;
-      for (int i = 0; i < 40; ++i) {
-        tokens.push_back(t);
-        t = (5 * t + 3) % 63 + 1;
-      }
-      tokens.push_back(0);
-      w.add_document(tokens);
-    }
-    data::ShardInfo info;
-    info.split = "train";
-    w.close(info);
+    testing::write_split(d, "train", 60, 1);
   }
 };
 

@@ -37,27 +37,7 @@ struct TempDir : testing::TempDir {
   TempDir() : testing::TempDir("hymba_trainer") {}
 };
 
-// A learnable stream: documents that walk the permutation t -> (5 t + 3) mod 63 + 1 from a
-// varying start, each ended by EOS 0. A bigram model predicts it perfectly, so the loss of
-// anything that learns falls from ln 64 ~ 4.16 towards 0.
-void write_split(const fs::path& dir, const std::string& split, int docs, uint64_t seed) {
-  data::ShardWriter w((dir / (split + "_000.h5")).string(), 64, false);
-  uint64_t s = seed;
-  for (int d = 0; d < docs; ++d) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    int32_t t = int32_t((s >> 33) % 63) + 1;
-    std::vector<int32_t> doc;
-    for (int i = 0; i < 40; ++i) {
-      doc.push_back(t);
-      t = (5 * t + 3) % 63 + 1;
-    }
-    doc.push_back(0);
-    w.add_document(doc);
-  }
-  data::ShardInfo info;
-  info.split = split;
-  w.close(info);
-}
+using testing::write_split;
 
 fs::path make_data(const fs::path& root) {
   fs::path d = root / "data";
