@@ -1,6 +1,7 @@
 // Where a tensor's storage lives.
 #pragma once
 
+#include <cstdint>
 #include <ostream>
 #include <string>
 
