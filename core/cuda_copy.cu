@@ -194,16 +194,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// a + s * x rounded twice, as the CPU computes it. nvcc would contract it into an FMA (one
-// rounding), and uniform fills must match the CPU bit for bit.
-HYMBA_HD double affine_rn(double a, double s, double x) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, __dmul_rn(s, x));
-#else
-  volatile double p = s * x;  // keeps any host compiler from fusing as well
-  return a + p;
-#endif
-}
 
 template <typename T> constexpr int philox_per_block() { return std::is_same_v<T, double> ? 2 : 4; }
 
@@ -245,7 +235,7 @@ HYMBA_UNROLL
     }
     Idx off[1];
     oc.get(i, off);
-    d[off[0]] = convert<T>(affine_rn(a, scale, x));
+    d[off[0]] = convert<T>(philox::affine_rn(a, scale, x));
   }
 }
 

@@ -46,6 +46,18 @@ HYMBA_HD double u64_to_unit_double(uint32_t hi, uint32_t lo) {
   return double(x & ((uint64_t(1) << 53) - 1)) * 1.1102230246251565e-16;
 }
 
+// a + s * x with two roundings, on both sides. Compilers contract it into one FMA when they
+// may (nvcc always; GCC for C++ with FMA hardware), which changes the last bit of f64 fills,
+// and uniform fills must match bit for bit between CPU and CUDA.
+HYMBA_HD double affine_rn(double a, double s, double x) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, __dmul_rn(s, x));
+#else
+  volatile double p = s * x;
+  return a + p;
+#endif
+}
+
 // The layout shared by the CPU and CUDA generators. Element i of a fill with generator state
 // (seed, offset):
 //  - 32-bit outputs (f32/bf16/f16 values): block = offset + i / 4, lane i % 4.

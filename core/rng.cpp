@@ -41,8 +41,10 @@ Tensor random_fill(const Shape& shape, TensorOptions opts, Generator* gen, bool 
       T* p = t.data<T>();
       parallel_for(int64_t(n), 1 << 14, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
-          double v = normal ? a + b * philox::normal_at(seed, offset, uint64_t(i), wide)
-                            : a + (b - a) * philox::uniform_at(seed, offset, uint64_t(i), wide);
+          // The same rounding as the CUDA fill (philox::affine_rn), so uniform fills match it
+          // bit for bit.
+          double v = normal ? philox::affine_rn(a, b, philox::normal_at(seed, offset, uint64_t(i), wide))
+                            : philox::affine_rn(a, b - a, philox::uniform_at(seed, offset, uint64_t(i), wide));
           p[i] = convert<T>(v);
         }
       });
