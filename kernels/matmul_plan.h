@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -71,6 +72,24 @@ inline BlasLayout blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs
   if ((rs == 1 || rows == 1) && (cols == 1 || cs >= std::max<int64_t>(1, rows)))
     return {true, true, cols == 1 ? std::max<int64_t>(1, rows) : cs};
   return {};
+}
+
+// op(t) (t or its transpose over the last two dims) as a logical matrix: (row stride, column
+// stride).
+inline std::pair<int64_t, int64_t> op_strides(const Tensor& t, bool trans) {
+  const int64_t rs = t.strides()[size_t(t.dim() - 2)], cs = t.strides().back();
+  return trans ? std::pair{cs, rs} : std::pair{rs, cs};
+}
+
+// Makes op(t), a rows x cols matrix, readable by BLAS: t itself when its strides allow,
+// otherwise a contiguous copy. Returns op(t)'s strides.
+inline std::pair<int64_t, int64_t> make_blas_readable(Tensor& t, bool trans, int64_t rows, int64_t cols) {
+  auto st = op_strides(t, trans);
+  if (!blas_layout(rows, cols, st.first, st.second).ok) {
+    t = t.contiguous();
+    st = op_strides(t, trans);
+  }
+  return st;
 }
 
 // Folds (batch dims..., row dim) of one operand into a single row dim, when its strides

@@ -118,21 +118,8 @@ void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bo
       ::hymba::kernels::cuda::scalar_out(ScalarOp::Mul, c, beta, c);
     return;
   }
-  // op(a) and op(b) as logical matrices: (row stride, col stride).
-  auto mat_strides = [](const Tensor& t, bool tr) {
-    const int64_t rs = t.strides()[size_t(t.dim() - 2)], cs = t.strides().back();
-    return tr ? std::pair{cs, rs} : std::pair{rs, cs};
-  };
-  auto [ars, acs] = mat_strides(a, trans_a);
-  if (!blas_layout(M, K, ars, acs).ok) {
-    a = a.contiguous();
-    std::tie(ars, acs) = mat_strides(a, trans_a);
-  }
-  auto [brs, bcs] = mat_strides(b, trans_b);
-  if (!blas_layout(K, N, brs, bcs).ok) {
-    b = b.contiguous();
-    std::tie(brs, bcs) = mat_strides(b, trans_b);
-  }
+  const auto [ars, acs] = matmul_plan::make_blas_readable(a, trans_a, M, K);
+  const auto [brs, bcs] = matmul_plan::make_blas_readable(b, trans_b, K, N);
   const int64_t crs = c.strides()[size_t(c.dim() - 2)], ccs = c.strides().back();
   const size_t es = dtype_size(c.dtype());
   char* ap = static_cast<char*>(a.data_ptr());
