@@ -1,7 +1,8 @@
 // Strided copy with dtype conversion, fill, and Philox fills on CUDA (core/cuda_ops.h).
 //
 // One elementwise kernel per dtype pair serves every layout: dims are coalesced on the host
-// (contiguous tensors become one dim and skip index arithmetic entirely), and the kernel
+// by the CPU's rule (core/coalesce.h; contiguous tensors become one dim and skip index
+// arithmetic entirely), and the kernel
 // maps each linear row-major index to per-operand offsets. Index arithmetic is 32-bit
 // whenever every offset fits, because 64-bit division costs several times more on the GPU
 // and dominates a copy; tensors past 2^31 elements take the 64-bit instantiation.
@@ -26,124 +27,15 @@
 #include "core/dtype.h"
 #include "core/half.h"
 #include "core/philox.h"
+#include "core/strided_indexer.cuh"
 #include "core/tensor.h"
-
-// Device-only pragma: the host pass of these __host__ __device__ bodies would warn on it.
-#if defined(__CUDA_ARCH__)
-#define HYMBA_UNROLL _Pragma("unroll")
-#else
-#define HYMBA_UNROLL
-#endif
 
 namespace hymba::cuda {
 namespace {
 
-// As many dims as the CPU's strided iteration accepts (core/strided.h), so no tensor that
-// works on CPU fails here; after coalescing most copies have one to three.
-constexpr int kMaxDims = 12;
 constexpr int kThreads = 256;
 // Enough blocks to fill any current GPU several times over; bigger tensors loop.
 constexpr int64_t kMaxBlocks = int64_t(1) << 16;
-
-// ---------------------------------------------------------------- layouts (host)
-
-template <int N>
-struct Layout {
-  int ndim = 0;  // after coalescing; 0 means one element
-  int64_t numel = 1;
-  int64_t shape[kMaxDims] = {};
-  int64_t strides[N][kMaxDims] = {};
-
-  bool contiguous() const {
-    if (ndim == 0) return true;
-    if (ndim > 1) return false;
-    for (int k = 0; k < N; ++k)
-      if (strides[k][0] != 1) return false;
-    return true;
-  }
-  // Whether every linear index and offset fits in 32 bits (and no stride is negative, so
-  // unsigned arithmetic is exact).
-  bool fits_32bit() const {
-    if (numel > INT32_MAX) return false;
-    for (int k = 0; k < N; ++k) {
-      int64_t extent = 0;
-      for (int d = 0; d < ndim; ++d) {
-        if (strides[k][d] < 0) return false;
-        extent += strides[k][d] * (shape[d] - 1);
-      }
-      if (extent > INT32_MAX) return false;
-    }
-    return true;
-  }
-};
-
-// Drops size-1 dims and merges a dim into its outer neighbour when every operand steps
-// through both as one (the same rule as the CPU's make_layout in core/strided.h).
-template <int N>
-Layout<N> coalesce(const Shape& shape, const std::array<const Shape*, N>& strides, const char* op) {
-  HYMBA_CHECK(int(shape.size()) <= kMaxDims, op, ": tensors of more than ", kMaxDims,
-              " dims are not supported on CUDA, got ", shape_str(shape));
-  Layout<N> L;
-  for (int64_t s : shape) L.numel *= s;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
-    int nd = L.ndim;
-    if (nd > 0) {
-      bool merge = true;
-      for (int k = 0; k < N; ++k)
-        if (L.strides[k][nd - 1] != (*strides[k])[d] * shape[d]) merge = false;
-      if (merge) {
-        L.shape[nd - 1] *= shape[d];
-        for (int k = 0; k < N; ++k) L.strides[k][nd - 1] = (*strides[k])[d];
-        continue;
-      }
-    }
-    L.shape[nd] = shape[d];
-    for (int k = 0; k < N; ++k) L.strides[k][nd] = (*strides[k])[d];
-    L.ndim++;
-  }
-  return L;
-}
-
-// ---------------------------------------------------------------- offsets (device)
-
-template <typename Idx, int N>
-struct OffsetCalc {
-  bool contiguous;
-  int ndim;
-  Idx shape[kMaxDims];
-  Idx strides[N][kMaxDims];
-
-  // Offsets (in elements) of row-major element i in each operand. The loop runs over the
-  // full compile-time range with a guard so that the arrays stay in registers / constant
-  // space instead of being copied to local memory for dynamic indexing.
-  HYMBA_HD void get(Idx i, Idx (&off)[N]) const {
-HYMBA_UNROLL
-    for (int k = 0; k < N; ++k) off[k] = contiguous ? i : Idx(0);
-    if (contiguous) return;
-HYMBA_UNROLL
-    for (int d = kMaxDims - 1; d >= 0; --d) {
-      if (d < ndim) {
-        Idx c = i % shape[d];
-        i /= shape[d];
-HYMBA_UNROLL
-        for (int k = 0; k < N; ++k) off[k] += c * strides[k][d];
-      }
-    }
-  }
-};
-
-template <typename Idx, int N>
-OffsetCalc<Idx, N> make_offset_calc(const Layout<N>& L) {
-  OffsetCalc<Idx, N> oc{};
-  oc.contiguous = L.contiguous();
-  oc.ndim = L.ndim;
-  for (int d = 0; d < L.ndim; ++d) {
-    oc.shape[d] = Idx(L.shape[d]);
-    for (int k = 0; k < N; ++k) oc.strides[k][d] = Idx(L.strides[k][d]);
-  }
-  return oc;
-}
 
 int grid_for(int64_t work_items) {
   int64_t blocks = (work_items + kThreads - 1) / kThreads;
@@ -166,7 +58,7 @@ template <> struct raw_type<8> { using type = uint64_t; };
 // Philox logic can also be run on the host (the bodies are what a CPU-only check exercises).
 
 template <typename D, typename S, typename Idx>
-HYMBA_HD void copy_element(D* d, const S* s, const OffsetCalc<Idx, 2>& oc, Idx i) {
+HYMBA_HD void copy_element(D* d, const S* s, const StridedIndexer<Idx, 2>& oc, Idx i) {
   Idx off[2];
   oc.get(i, off);
   d[off[0]] = convert<D>(s[off[1]]);
@@ -174,7 +66,7 @@ HYMBA_HD void copy_element(D* d, const S* s, const OffsetCalc<Idx, 2>& oc, Idx i
 
 template <typename D, typename S, typename Idx>
 __global__ void __launch_bounds__(kThreads)
-    copy_kernel(char* __restrict__ dst, const char* __restrict__ src, OffsetCalc<Idx, 2> oc, Idx n) {
+    copy_kernel(char* __restrict__ dst, const char* __restrict__ src, StridedIndexer<Idx, 2> oc, Idx n) {
   D* d = reinterpret_cast<D*>(dst);
   const S* s = reinterpret_cast<const S*>(src);
   const Idx step = Idx(gridDim.x) * Idx(blockDim.x);
@@ -184,7 +76,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename R, typename Idx>
 __global__ void __launch_bounds__(kThreads)
-    fill_kernel(char* __restrict__ dst, OffsetCalc<Idx, 1> oc, Idx n, R value) {
+    fill_kernel(char* __restrict__ dst, StridedIndexer<Idx, 1> oc, Idx n, R value) {
   R* d = reinterpret_cast<R*>(dst);
   const Idx step = Idx(gridDim.x) * Idx(blockDim.x);
   for (Idx i = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); i < n; i += step) {
@@ -202,7 +94,7 @@ template <typename T> constexpr int philox_per_block() { return std::is_same_v<T
 // normal_at (core/philox.h) for the block's elements. `scale` is b - a (uniform) or b
 // (normal).
 template <typename T, typename Idx, bool kNormal>
-HYMBA_HD void philox_block(T* d, const OffsetCalc<Idx, 1>& oc, Idx n, Idx blk, uint64_t seed,
+HYMBA_HD void philox_block(T* d, const StridedIndexer<Idx, 1>& oc, Idx n, Idx blk, uint64_t seed,
                            uint64_t offset, double a, double scale) {
   constexpr bool kWide = std::is_same_v<T, double>;
   constexpr int kPer = philox_per_block<T>();
@@ -242,7 +134,7 @@ HYMBA_UNROLL
 // One thread per Philox block.
 template <typename T, typename Idx, bool kNormal>
 __global__ void __launch_bounds__(kThreads)
-    philox_kernel(char* __restrict__ dst, OffsetCalc<Idx, 1> oc, Idx n, Idx nblocks, uint64_t seed,
+    philox_kernel(char* __restrict__ dst, StridedIndexer<Idx, 1> oc, Idx n, Idx nblocks, uint64_t seed,
                   uint64_t offset, double a, double scale) {
   T* d = reinterpret_cast<T*>(dst);
   const Idx step = Idx(gridDim.x) * Idx(blockDim.x);
@@ -292,13 +184,13 @@ class ScratchBuffer {
 };
 
 template <typename D, typename S>
-void launch_copy(char* dst, const char* src, const Layout<2>& L) {
+void launch_copy(char* dst, const char* src, const StridedLayout<2>& L) {
   if (L.fits_32bit()) {
     copy_kernel<D, S, uint32_t><<<grid_for(L.numel), kThreads>>>(
-        dst, src, make_offset_calc<uint32_t>(L), uint32_t(L.numel));
+        dst, src, make_indexer<uint32_t>(L), uint32_t(L.numel));
   } else {
     copy_kernel<D, S, int64_t><<<grid_for(L.numel), kThreads>>>(
-        dst, src, make_offset_calc<int64_t>(L), L.numel);
+        dst, src, make_indexer<int64_t>(L), L.numel);
   }
 }
 
@@ -315,10 +207,10 @@ std::ostream& operator<<(std::ostream& os, const CopyOperands& c) {
 // Copies between raw layouts: dst and src described by base pointers, dtypes and strides.
 void copy_impl(char* dst, DType dt, const Shape& dst_strides, const char* src, DType st,
                const Shape& src_strides, const Shape& shape, const CopyOperands& what) {
-  Layout<2> L = coalesce<2>(shape, {&dst_strides, &src_strides}, "copy_strided");
+  StridedLayout<2> L = make_layout<2>(shape, {&dst_strides, &src_strides}, "copy_strided");
   if (L.numel == 0) return;
   if (dt == st) {
-    if (L.contiguous()) {
+    if (L.dense()) {
       HYMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(L.numel) * dtype_size(dt),
                                        cudaMemcpyDeviceToDevice, 0),
                        "copy_strided ", what);
@@ -398,7 +290,7 @@ void fill(const Tensor& dst, double value) {
   check_cuda_tensor(dst, "fill", "dst");
   if (dst.numel() == 0) return;
   DeviceGuard guard(dst.device().index);
-  Layout<1> L = coalesce<1>(dst.shape(), {&dst.strides()}, "fill");
+  StridedLayout<1> L = make_layout<1>(dst.shape(), {&dst.strides()}, "fill");
   char* ptr = base_ptr(dst);
   dispatch_all(dst.dtype(), "fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -406,7 +298,7 @@ void fill(const Tensor& dst, double value) {
     const T v = fill_value<T>(value, dst);
     R bits;
     std::memcpy(&bits, &v, sizeof(T));
-    if (L.contiguous() && (bits == 0 || sizeof(T) == 1)) {
+    if (L.dense() && (bits == 0 || sizeof(T) == 1)) {
       // cudaMemset writes bytes: exact for zero in every dtype, and for any one-byte value.
       HYMBA_CUDA_CHECK(cudaMemsetAsync(ptr, int(bits & 0xff), size_t(L.numel) * sizeof(T), 0),
                        "fill ", dst.meta_str());
@@ -414,9 +306,9 @@ void fill(const Tensor& dst, double value) {
     }
     if (L.fits_32bit()) {
       fill_kernel<R, uint32_t><<<grid_for(L.numel), kThreads>>>(
-          ptr, make_offset_calc<uint32_t>(L), uint32_t(L.numel), bits);
+          ptr, make_indexer<uint32_t>(L), uint32_t(L.numel), bits);
     } else {
-      fill_kernel<R, int64_t><<<grid_for(L.numel), kThreads>>>(ptr, make_offset_calc<int64_t>(L),
+      fill_kernel<R, int64_t><<<grid_for(L.numel), kThreads>>>(ptr, make_indexer<int64_t>(L),
                                                                L.numel, bits);
     }
     HYMBA_CUDA_CHECK_LAUNCH("fill ", dst.meta_str());
@@ -428,7 +320,7 @@ void philox_fill(const Tensor& dst, uint64_t seed, uint64_t offset, bool normal,
   if (dst.numel() == 0) return;
   DeviceGuard guard(dst.device().index);
   // Element order is the row-major order of dst's shape, which coalescing preserves.
-  Layout<1> L = coalesce<1>(dst.shape(), {&dst.strides()}, "philox_fill");
+  StridedLayout<1> L = make_layout<1>(dst.shape(), {&dst.strides()}, "philox_fill");
   char* ptr = base_ptr(dst);
   const bool wide = dst.dtype() == DType::F64;
   const int64_t nblocks = int64_t(philox::blocks_needed(uint64_t(L.numel), wide));
@@ -438,7 +330,7 @@ void philox_fill(const Tensor& dst, uint64_t seed, uint64_t offset, bool normal,
     using T = typename decltype(tag)::type;
     auto launch = [&](auto idx_tag) {
       using Idx = typename decltype(idx_tag)::type;
-      auto oc = make_offset_calc<Idx>(L);
+      auto oc = make_indexer<Idx>(L);
       if (normal) {
         philox_kernel<T, Idx, true><<<grid_for(nblocks), kThreads>>>(
             ptr, oc, Idx(L.numel), Idx(nblocks), seed, offset, a, scale);

@@ -145,7 +145,7 @@ struct RowForm {
 };
 
 RowForm row_form(const Shape& shape, const std::array<const Shape*, 5>& strides, const char* op) {
-  const CoalescedLayout<5> L = coalesce_layout<5>(shape, strides, op);
+  const StridedLayout<5> L = make_layout<5>(shape, strides, op);
   RowForm f;
   if (L.ndim == 0) {
     f.ok = true;

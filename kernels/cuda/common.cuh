@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "core/strided_indexer.cuh"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -107,13 +108,6 @@ inline void check_cuda_tensor(const char* op, const char* what, const Tensor& t)
 
 #include <array>
 
-namespace hymba {
-// Defined in core/tensor.cpp and declared in core/strided.h, which .cu files avoid: it
-// includes core/parallel.h, whose OpenMP pragmas nvcc's host pass warns about.
-Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
-Shape broadcast_strides(const Tensor& t, const Shape& shape, const char* op);
-}  // namespace hymba
-
 namespace hymba::kernels::cuda {
 
 // The type a kernel computes in: fp32 for f32/bf16/f16 storage, f64 for f64 (which exists
@@ -137,103 +131,9 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 
 template <typename T> T* ptr_of(const Tensor& t) { return static_cast<T*>(t.data_ptr()); }
 
-// As many dims as the CPU's strided iteration accepts (core/strided.h kMaxDims), so no shape
-// that works on CPU fails here; after coalescing most tensors have one to three.
-constexpr int kMaxIndexDims = 12;
-
-// N operands over one shape, each with its own strides (0 on broadcast dims), after dropping
-// size-1 dims and merging a dim into its outer neighbour where every operand allows it (the
-// rule of core/strided.h make_layout). Element order stays row-major over the shape.
-template <int N> struct CoalescedLayout {
-  int ndim = 0;  // 0: a single element
-  int64_t numel = 1;
-  int64_t shape[kMaxIndexDims] = {};
-  int64_t strides[N][kMaxIndexDims] = {};
-
-  // Every operand dense and in the same order: element i is at offset i in each.
-  bool dense() const {
-    if (ndim == 0) return true;
-    if (ndim > 1) return false;
-    for (int k = 0; k < N; ++k)
-      if (strides[k][0] != 1) return false;
-    return true;
-  }
-  // Whether row-major indices and all offsets fit in 32 bits (and no stride is negative, so
-  // unsigned arithmetic is exact): 32-bit division is several times cheaper on the GPU.
-  bool fits_32bit() const {
-    if (numel > INT32_MAX) return false;
-    for (int k = 0; k < N; ++k) {
-      int64_t extent = 0;
-      for (int d = 0; d < ndim; ++d) {
-        if (strides[k][d] < 0) return false;
-        extent += strides[k][d] * (shape[d] - 1);
-      }
-      if (extent > INT32_MAX) return false;
-    }
-    return true;
-  }
-};
-
-template <int N>
-CoalescedLayout<N> coalesce_layout(const Shape& shape, const std::array<const Shape*, N>& strides,
-                                   const char* op) {
-  HYMBA_CHECK(int(shape.size()) <= kMaxIndexDims, op, ": tensors of more than ", kMaxIndexDims,
-              " dims are not supported, got ", shape_str(shape));
-  CoalescedLayout<N> L;
-  for (int64_t s : shape) L.numel *= s;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
-    const int nd = L.ndim;
-    if (nd > 0) {
-      bool merge = true;
-      for (int k = 0; k < N; ++k)
-        if (L.strides[k][nd - 1] != (*strides[k])[d] * shape[d]) merge = false;
-      if (merge) {
-        L.shape[nd - 1] *= shape[d];
-        for (int k = 0; k < N; ++k) L.strides[k][nd - 1] = (*strides[k])[d];
-        continue;
-      }
-    }
-    L.shape[nd] = shape[d];
-    for (int k = 0; k < N; ++k) L.strides[k][nd] = (*strides[k])[d];
-    L.ndim++;
-  }
-  return L;
-}
-
-// Device side of a CoalescedLayout: offsets (in elements) of row-major element i in each
-// operand. Passed to kernels by value. The loop runs over the full compile-time range with a
-// guard so the arrays stay in parameter space instead of being copied to local memory.
-template <typename Idx, int N> struct Indexer {
-  int ndim;
-  Idx shape[kMaxIndexDims];
-  Idx strides[N][kMaxIndexDims];
-
-  __device__ __forceinline__ void get(Idx i, Idx (&off)[N]) const {
-#pragma unroll
-    for (int k = 0; k < N; ++k) off[k] = 0;
-#pragma unroll
-    for (int d = kMaxIndexDims - 1; d >= 0; --d) {
-      if (d < ndim) {
-        const Idx c = i % shape[d];
-        i /= shape[d];
-#pragma unroll
-        for (int k = 0; k < N; ++k) off[k] += c * strides[k][d];
-      }
-    }
-  }
-};
-
-template <typename Idx, int N> Indexer<Idx, N> make_indexer(const CoalescedLayout<N>& L) {
-  Indexer<Idx, N> ix{};
-  ix.ndim = L.ndim;
-  for (int d = 0; d < L.ndim; ++d) {
-    ix.shape[d] = Idx(L.shape[d]);
-    for (int k = 0; k < N; ++k) ix.strides[k][d] = Idx(L.strides[k][d]);
-  }
-  return ix;
-}
-
+// Strided operands use the layout rule of core/coalesce.h (make_layout, StridedLayout) and
+// the device indexer of core/strided_indexer.cuh (make_indexer, StridedIndexer), shared with
+// the CPU kernels and the core CUDA copies.
 }  // namespace hymba::kernels::cuda
 
 // =============================================================================================

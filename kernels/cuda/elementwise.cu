@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kThreads)
 // Operands: 0 = out, 1 = x, 2 = y (the y strides are ignored when has_y is false).
 template <typename T, typename Idx>
 __global__ void __launch_bounds__(kThreads)
-    strided_kernel(Fn op, T* out, const T* x, const T* y, bool has_y, acc_t<T> s, Indexer<Idx, 3> ix, Idx n) {
+    strided_kernel(Fn op, T* out, const T* x, const T* y, bool has_y, acc_t<T> s, StridedIndexer<Idx, 3> ix, Idx n) {
   using A = acc_t<T>;
   const Idx step = Idx(gridDim.x) * Idx(blockDim.x);
   for (Idx i = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); i < n; i += step) {
@@ -130,7 +130,7 @@ void launch(const char* name, Fn op, const Tensor& out, const Tensor& x, const T
   const Shape& shape = out.shape();
   const Shape xs = broadcast_strides(x, shape, name);
   const Shape ys = has_y ? broadcast_strides(y, shape, name) : Shape(shape.size(), 0);
-  const CoalescedLayout<3> L = coalesce_layout<3>(shape, {&out.strides(), &xs, &ys}, name);
+  const StridedLayout<3> L = make_layout<3>(shape, {&out.strides(), &xs, &ys}, name);
   dispatch_cuda_float(out.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;

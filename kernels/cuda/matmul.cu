@@ -142,7 +142,7 @@ void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bo
 
   // Batch dims coalesced across the three operands; the innermost becomes cuBLAS's strided
   // batch unless a or b is broadcast along it (stride 0), the others are looped here.
-  const CoalescedLayout<3> L = coalesce_layout<3>(p.batch, {&a_bst, &b_bst, &c_bst}, "matmul");
+  const StridedLayout<3> L = make_layout<3>(p.batch, {&a_bst, &b_bst, &c_bst}, "matmul");
   int outer_dims = L.ndim;
   int64_t inner = 1, isa = 0, isb = 0, isc = 0;
   if (L.ndim > 0 && L.strides[0][L.ndim - 1] != 0 && L.strides[1][L.ndim - 1] != 0) {
@@ -153,7 +153,7 @@ void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bo
     isc = L.strides[2][outer_dims];
   }
   const int64_t outer = L.numel / inner;
-  int64_t idx[kMaxIndexDims] = {};
+  int64_t idx[kMaxDims] = {};
   int64_t ao = 0, bo = 0, co = 0;  // element offsets of the current outer entry
   for (int64_t i = 0; i < outer; ++i) {
     gemm_batch(call, {ap + ao * int64_t(es), M, K, ars, acs}, {bp + bo * int64_t(es), K, N, brs, bcs},

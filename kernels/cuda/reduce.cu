@@ -29,8 +29,8 @@ namespace {
 // A set of dims after coalescing (outermost first, size-1 dims dropped), as in the CPU kernel.
 struct Group {
   int n = 0;
-  int64_t shape[kMaxIndexDims] = {};
-  int64_t stride[kMaxIndexDims] = {};
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};
   int64_t numel = 1;
 
   void push(int64_t size, int64_t st) {
@@ -48,8 +48,8 @@ struct Group {
   int64_t inner_stride() const { return n ? stride[n - 1] : 1; }
 
   // Device offsets of the group's elements in row-major order.
-  Indexer<int64_t, 1> indexer() const {
-    Indexer<int64_t, 1> ix{};
+  StridedIndexer<int64_t, 1> indexer() const {
+    StridedIndexer<int64_t, 1> ix{};
     ix.ndim = n;
     for (int d = 0; d < n; ++d) {
       ix.shape[d] = shape[d];
@@ -67,7 +67,7 @@ struct Plan {
 Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
   HYMBA_CHECK(x.defined(), op, ": undefined input");
   check_cuda_tensor(op, "input", x);
-  HYMBA_CHECK(x.dim() <= kMaxIndexDims, op, ": tensors of more than ", kMaxIndexDims, " dims are not supported, got ",
+  HYMBA_CHECK(x.dim() <= kMaxDims, op, ": tensors of more than ", kMaxDims, " dims are not supported, got ",
               x.meta_str());
   const int64_t nd = x.dim();
   const std::vector<bool> reduce = reduce_check::reduced_dims(x, dims, op);
@@ -85,7 +85,7 @@ Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, 
 }
 
 // Offset of element j of a group; one multiply for the common one-dim group.
-__device__ __forceinline__ int64_t group_offset(const Indexer<int64_t, 1>& g, int64_t j) {
+__device__ __forceinline__ int64_t group_offset(const StridedIndexer<int64_t, 1>& g, int64_t j) {
   if (g.ndim == 0) return 0;
   if (g.ndim == 1) return j * g.strides[0][0];
   int64_t off[1];
@@ -116,7 +116,7 @@ template <typename T> struct SumArgs {
   const T* x;
   T* out;             // final results, when chunks == 1
   acc_t<T>* partial;  // [M][chunks] chunk sums, when chunks > 1
-  Indexer<int64_t, 1> kept, red;
+  StridedIndexer<int64_t, 1> kept, red;
   int64_t M, N, chunks, chunk;  // chunk: reduced elements per chunk
   acc_t<T> scale;
 };
@@ -269,7 +269,7 @@ template <typename T> struct MaxArgs {
   const T* x;
   T* values;
   int64_t* indices;
-  Indexer<int64_t, 1> kept;
+  StridedIndexer<int64_t, 1> kept;
   int64_t M, L, Ls;  // outputs, reduced length and its stride
 };
 
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kThreads) max_cols_kernel(MaxArgs<T> a) {
 // of range sets *bad instead of writing.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    max_backward_kernel(T* out, const T* g, const int64_t* idx, Indexer<int64_t, 3> ix, int64_t n, int64_t L,
+    max_backward_kernel(T* out, const T* g, const int64_t* idx, StridedIndexer<int64_t, 3> ix, int64_t n, int64_t L,
                         int64_t dstride, int* bad) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[3];
@@ -395,7 +395,7 @@ Tensor max_backward(const Tensor& grad, const Tensor& indices, const Shape& in_s
   const int64_t dstride = nd ? out.strides()[size_t(d)] : 0, L = nd ? in_shape[size_t(d)] : 1;
   ::hymba::cuda::DeviceGuard guard(grad.device().index);
   // The layout runs over the reduced shape; out's stride on the reduced dim is unused there.
-  const CoalescedLayout<3> lay = coalesce_layout<3>(ks, {&out.strides(), &g.strides(), &ix.strides()}, op);
+  const StridedLayout<3> lay = make_layout<3>(ks, {&out.strides(), &g.strides(), &ix.strides()}, op);
   // A bad index must fail like on the CPU; reading the flag back synchronizes, which is
   // acceptable for max (not on any model's hot path).
   Tensor bad = zeros({1}, TensorOptions(DType::I32, grad.device()));
