@@ -71,6 +71,26 @@ inline void check_list_sizes(const char* op, const std::vector<Tensor>& params, 
               " exp_avg, ", exp_avg_sqs.size(), " exp_avg_sq");
 }
 
+// The per-step scalars of the update, formed in double and rounded once to the parameter
+// type as PyTorch does; both backends take them from here so they cannot drift apart.
+template <typename T>
+struct Coeffs {
+  T decay;         // 1 - lr * wd
+  T b1, omb1;      // beta1, 1 - beta1
+  T b2, omb2;      // beta2, 1 - beta2
+  T step_size;     // lr / (1 - beta1^step)
+  T inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
+  T eps;
+};
+
+template <typename T>
+Coeffs<T> make_coeffs(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  const double bc1 = 1.0 - std::pow(beta1, double(step));
+  const double bc2 = 1.0 - std::pow(beta2, double(step));
+  return Coeffs<T>{T(1.0 - lr * weight_decay), T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2),
+                   T(lr / bc1), T(1.0 / std::sqrt(bc2)), T(eps)};
+}
+
 }  // namespace adamw_check
 
 namespace cpu {

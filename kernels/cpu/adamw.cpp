@@ -16,15 +16,7 @@ constexpr int64_t kGrain = 1 << 15;
 // sum_of_squares partial sums cover blocks of this many elements (fixed, for determinism).
 constexpr int64_t kBlock = 1 << 14;
 
-template <typename T>
-struct Coeffs {
-  T decay;       // 1 - lr * wd
-  T b1, omb1;    // beta1, 1 - beta1
-  T b2, omb2;    // beta2, 1 - beta2
-  T step_size;   // lr / (1 - beta1^step)
-  T inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
-  T eps;
-};
+using adamw_check::Coeffs;
 
 // One element; shared by the contiguous and the strided loops so they cannot diverge.
 template <typename T>
@@ -49,11 +41,7 @@ void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, 
 
   dispatch_float(param.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    // Scalars are formed in double and rounded once, as PyTorch does.
-    const double bc1 = 1.0 - std::pow(beta1, double(step));
-    const double bc2 = 1.0 - std::pow(beta2, double(step));
-    const Coeffs<T> c{T(1.0 - lr * weight_decay), T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2),
-                      T(lr / bc1), T(1.0 / std::sqrt(bc2)), T(eps)};
+    const Coeffs<T> c = adamw_check::make_coeffs<T>(lr, beta1, beta2, eps, weight_decay, step);
     T* pp = param.data<T>();
     const T* pg = grad.data<T>();
     T* pm = exp_avg.data<T>();

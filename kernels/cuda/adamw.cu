@@ -35,15 +35,7 @@ struct AdamChunk {
   int64_t n;
 };
 
-template <typename T>
-struct Coeffs {
-  T decay;         // 1 - lr * wd
-  T b1, omb1;      // beta1, 1 - beta1
-  T b2, omb2;      // beta2, 1 - beta2
-  T step_size;     // lr / (1 - beta1^step)
-  T inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^step)
-  T eps;
-};
+using adamw_check::Coeffs;
 
 // Each operation rounded on its own (the _rn intrinsics are never fused into FMAs): the
 // update is the expression as written, identical in every kernel that inlines it.
@@ -215,16 +207,9 @@ void adamw_impl(const char* op, const std::vector<Tensor>& params, const std::ve
     auto& out = p.dtype() == DType::F32 ? f32_tensors : f64_tensors;
     out.push_back({p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), n});
   }
-  // Scalars are formed in double and rounded once, as on the CPU (and in PyTorch).
-  const double bc1 = 1.0 - std::pow(beta1, double(step));
-  const double bc2 = 1.0 - std::pow(beta2, double(step));
-  auto coeffs = [&](auto tag) {
-    using T = decltype(tag);
-    return Coeffs<T>{T(1.0 - lr * weight_decay), T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2),
-                     T(lr / bc1), T(1.0 / std::sqrt(bc2)), T(eps)};
-  };
-  launch_adamw<float>(f32_tensors, dev, coeffs(float{}), op);
-  launch_adamw<double>(f64_tensors, dev, coeffs(double{}), op);
+  launch_adamw<float>(f32_tensors, dev, adamw_check::make_coeffs<float>(lr, beta1, beta2, eps, weight_decay, step), op);
+  launch_adamw<double>(f64_tensors, dev, adamw_check::make_coeffs<double>(lr, beta1, beta2, eps, weight_decay, step),
+                       op);
   for (auto& [view, copy] : write_back) view.copy_(copy);
 }
 
