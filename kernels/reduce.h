@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/coalesce.h"
 #include "kernels/dispatch.h"
 
 namespace hymba::kernels {
@@ -69,6 +70,57 @@ inline MaxGradDims check_max_grad(const char* op, const Tensor& grad, const Tens
               " and indices ", indices.meta_str(), " do not match the reduction of ", shape_str(in_shape));
   HYMBA_CHECK(indices.dtype() == DType::I64, op, ": indices must be i64, got ", indices.meta_str());
   return {d, std::move(ks)};
+}
+
+// A set of dims after coalescing (outermost first, size-1 dims dropped, a dim merged into its
+// outer neighbour when stepping the outer one equals `size` inner steps). An empty group
+// still describes one element at offset 0.
+struct Group {
+  int n = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};
+  int64_t numel = 1;
+
+  void push(int64_t size, int64_t st) {
+    numel *= size;
+    if (size == 1) return;
+    if (n > 0 && stride[n - 1] == st * size) {
+      shape[n - 1] *= size;
+      stride[n - 1] = st;
+      return;
+    }
+    shape[n] = size;
+    stride[n] = st;
+    ++n;
+  }
+  int64_t inner_size() const { return n ? shape[n - 1] : 1; }
+  int64_t inner_stride() const { return n ? stride[n - 1] : 1; }
+};
+
+// x's dims split into the kept ones (the output's, row-major) and the reduced ones.
+struct Plan {
+  Shape out_shape;
+  Group kept, red;
+};
+
+inline Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
+  HYMBA_CHECK(x.defined(), op, ": undefined input");
+  HYMBA_CHECK(x.dim() <= kMaxDims, op, ": tensors of more than ", kMaxDims, " dims are not supported, got ",
+              x.meta_str());
+  const int64_t nd = x.dim();
+  const std::vector<bool> reduce = reduced_dims(x, dims, op);
+  Plan p;
+  for (int64_t d = 0; d < nd; ++d) {
+    const size_t du = size_t(d);
+    if (reduce[du]) {
+      p.red.push(x.shape()[du], x.strides()[du]);
+      if (keepdim) p.out_shape.push_back(1);
+    } else {
+      p.kept.push(x.shape()[du], x.strides()[du]);
+      p.out_shape.push_back(x.shape()[du]);
+    }
+  }
+  return p;
 }
 
 }  // namespace reduce_check

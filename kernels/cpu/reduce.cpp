@@ -11,29 +11,9 @@
 namespace hymba::kernels::cpu {
 namespace {
 
-// A set of dims after coalescing (outermost first, size-1 dims dropped). An empty group
-// still describes one element at offset 0.
-struct Group {
-  int n = 0;
-  int64_t shape[kMaxDims] = {};
-  int64_t stride[kMaxDims] = {};
-  int64_t numel = 1;
-
-  void push(int64_t size, int64_t st) {
-    numel *= size;
-    if (size == 1) return;
-    if (n > 0 && stride[n - 1] == st * size) {  // stepping the outer dim = size inner steps
-      shape[n - 1] *= size;
-      stride[n - 1] = st;
-      return;
-    }
-    shape[n] = size;
-    stride[n] = st;
-    ++n;
-  }
-  int64_t inner_size() const { return n ? shape[n - 1] : 1; }
-  int64_t inner_stride() const { return n ? stride[n - 1] : 1; }
-};
+using reduce_check::Group;
+using reduce_check::make_plan;
+using reduce_check::Plan;
 
 // Offset of the `i`-th element of g's dims [0, ndim) in row-major order.
 int64_t offset_of(const Group& g, int ndim, int64_t i) {
@@ -53,30 +33,6 @@ void advance(const Group& g, int ndim, int64_t* idx, int64_t& off) {
     off -= g.stride[d] * g.shape[d];
     idx[d] = 0;
   }
-}
-
-struct Plan {
-  Shape out_shape;
-  Group kept, red;
-};
-
-Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
-  HYMBA_CHECK(x.defined(), op, ": undefined input");
-  HYMBA_CHECK(x.dim() <= kMaxDims, op, ": tensors of more than ", kMaxDims, " dims are not supported, got ",
-              x.meta_str());
-  const int64_t nd = x.dim();
-  const std::vector<bool> reduce = reduce_check::reduced_dims(x, dims, op);
-  Plan p;
-  for (int64_t d = 0; d < nd; ++d) {
-    if (reduce[d]) {
-      p.red.push(x.shape()[d], x.strides()[d]);
-      if (keepdim) p.out_shape.push_back(1);
-    } else {
-      p.kept.push(x.shape()[d], x.strides()[d]);
-      p.out_shape.push_back(x.shape()[d]);
-    }
-  }
-  return p;
 }
 
 // Sum of n elements at stride s, in double. Four chains break the add latency dependency

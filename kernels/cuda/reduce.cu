@@ -26,62 +26,24 @@
 namespace hymba::kernels::cuda {
 namespace {
 
-// A set of dims after coalescing (outermost first, size-1 dims dropped), as in the CPU kernel.
-struct Group {
-  int n = 0;
-  int64_t shape[kMaxDims] = {};
-  int64_t stride[kMaxDims] = {};
-  int64_t numel = 1;
+using reduce_check::Group;
+using reduce_check::Plan;
 
-  void push(int64_t size, int64_t st) {
-    numel *= size;
-    if (size == 1) return;
-    if (n > 0 && stride[n - 1] == st * size) {
-      shape[n - 1] *= size;
-      stride[n - 1] = st;
-      return;
-    }
-    shape[n] = size;
-    stride[n] = st;
-    ++n;
+// Device offsets of a group's elements in row-major order.
+StridedIndexer<int64_t, 1> indexer(const Group& g) {
+  StridedIndexer<int64_t, 1> ix{};
+  ix.ndim = g.n;
+  for (int d = 0; d < g.n; ++d) {
+    ix.shape[d] = g.shape[d];
+    ix.strides[0][d] = g.stride[d];
   }
-  int64_t inner_stride() const { return n ? stride[n - 1] : 1; }
-
-  // Device offsets of the group's elements in row-major order.
-  StridedIndexer<int64_t, 1> indexer() const {
-    StridedIndexer<int64_t, 1> ix{};
-    ix.ndim = n;
-    for (int d = 0; d < n; ++d) {
-      ix.shape[d] = shape[d];
-      ix.strides[0][d] = stride[d];
-    }
-    return ix;
-  }
-};
-
-struct Plan {
-  Shape out_shape;
-  Group kept, red;
-};
+  return ix;
+}
 
 Plan make_plan(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
   HYMBA_CHECK(x.defined(), op, ": undefined input");
   check_cuda_tensor(op, "input", x);
-  HYMBA_CHECK(x.dim() <= kMaxDims, op, ": tensors of more than ", kMaxDims, " dims are not supported, got ",
-              x.meta_str());
-  const int64_t nd = x.dim();
-  const std::vector<bool> reduce = reduce_check::reduced_dims(x, dims, op);
-  Plan p;
-  for (int64_t d = 0; d < nd; ++d) {
-    if (reduce[size_t(d)]) {
-      p.red.push(x.shape()[size_t(d)], x.strides()[size_t(d)]);
-      if (keepdim) p.out_shape.push_back(1);
-    } else {
-      p.kept.push(x.shape()[size_t(d)], x.strides()[size_t(d)]);
-      p.out_shape.push_back(x.shape()[size_t(d)]);
-    }
-  }
-  return p;
+  return reduce_check::make_plan(x, dims, keepdim, op);
 }
 
 // Offset of element j of a group; one multiply for the common one-dim group.
@@ -222,8 +184,8 @@ Tensor sum_or_mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepd
       partial = empty({M * chunks}, TensorOptions(std::is_same_v<A, double> ? DType::F64 : DType::F32, x.device()));
       a.partial = ptr_of<A>(partial);
     }
-    a.kept = p.kept.indexer();
-    a.red = p.red.indexer();
+    a.kept = indexer(p.kept);
+    a.red = indexer(p.red);
     a.M = M;
     a.N = N;
     a.chunks = chunks;
@@ -352,7 +314,7 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   const bool columns = p.kept.n > 0 && p.kept.inner_stride() == 1 && Ls != 1;
   dispatch_cuda_float(x.dtype(), "max", [&](auto tag) {
     using T = decltype(tag);
-    MaxArgs<T> a{ptr_of<const T>(x), ptr_of<T>(values), ptr_of<int64_t>(indices), p.kept.indexer(), M, L, Ls};
+    MaxArgs<T> a{ptr_of<const T>(x), ptr_of<T>(values), ptr_of<int64_t>(indices), indexer(p.kept), M, L, Ls};
     if (columns) {
       max_cols_kernel<T><<<grid_for(M, kThreads), kThreads, 0, stream()>>>(a);
     } else {
