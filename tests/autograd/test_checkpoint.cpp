@@ -10,6 +10,7 @@
 #include "autograd/ops/matmul.h"
 #include "autograd/ops/reduce.h"
 #include "core/rng.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -23,14 +24,7 @@ Tensor param(const Shape& shape, uint64_t seed) {
   return t;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 // A small two-layer block: y = x + silu(x W1^T) W2^T, with W1 also used outside.
 struct Net {

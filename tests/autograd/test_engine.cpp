@@ -6,6 +6,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops/elementwise.h"
 #include "core/rng.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -18,14 +19,7 @@ Tensor leaf(std::vector<double> v) {
   return t;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 }  // namespace
 

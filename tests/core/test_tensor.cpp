@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/tensor.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -21,14 +22,7 @@ double at(const Tensor& t, std::vector<int64_t> idx) {
 
 Tensor iota(const Shape& s) { return arange(0.0, double(shape_numel(s)), 1.0, DType::F64).reshape(s); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 }  // namespace
 

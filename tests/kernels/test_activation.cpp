@@ -9,6 +9,7 @@
 
 #include "core/rng.h"
 #include "kernels/activation.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using namespace hymba::kernels;
@@ -220,14 +221,7 @@ TEST(ActivationKernels, EmptyTensors) {
 }
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testutil::error_of;
 }  // namespace
 
 TEST(ActivationKernels, BadInputsNameTheOpAndShapes) {

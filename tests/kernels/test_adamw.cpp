@@ -10,6 +10,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "kernels/adamw.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -33,21 +34,8 @@ void ref_adamw(RefState& s, const std::vector<double>& g, double lr, double b1, 
   }
 }
 
-void expect_close(const std::vector<double>& got, const std::vector<double>& ref, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], ref[i], atol + rtol * std::fabs(ref[i])) << what << " at " << i;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testutil::error_of;
+using testutil::expect_close;
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "kernels/attention.h"
+#include "tests/test_util.h"
 
 namespace hymba {
 namespace {
@@ -330,14 +331,7 @@ TEST(AttentionKernel, DecodeFullCacheAnySlotOrder) {
   EXPECT_LT(max_rel_err(o.to_vector<double>(), want.to_vector<double>()), 1e-5);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testutil::error_of;
 
 TEST(AttentionKernel, BadInputsNameOpAndShapes) {
   Tensor q = zeros({1, 3, 8, 4}), k = zeros({1, 2, 8, 4}), v = zeros({1, 2, 8, 4});

@@ -12,6 +12,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "kernels/conv1d.h"
+#include "tests/test_util.h"
 
 namespace hymba {
 namespace {
@@ -172,14 +173,7 @@ TEST(CausalConv1dKernel, StepKernelReproducesTheFullConvolution) {
       }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testutil::error_of;
 
 TEST(CausalConv1dKernel, BadInputsNameTheOpAndShapes) {
   Tensor x = randn({2, 3, 8}), w = randn({3, 4}), b = randn({3});

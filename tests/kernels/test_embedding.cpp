@@ -4,20 +4,14 @@
 
 #include "core/parallel.h"
 #include "kernels/embedding.h"
+#include "tests/test_util.h"
 
 namespace hymba {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testutil::error_of;
 
 TEST(EmbeddingKernel, ForwardGathersRows) {
   for (DType dt : {DType::F64, DType::F32}) {

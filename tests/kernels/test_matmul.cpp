@@ -7,6 +7,7 @@
 
 #include "core/strided.h"
 #include "kernels/matmul.h"
+#include "tests/test_util.h"
 
 namespace hymba {
 namespace {
@@ -156,14 +157,7 @@ TEST(MatmulKernel, LargeEnoughForThreads) {
   expect_close(kernels::matmul(a, b), ref_matmul(a, b, false, false), 1e-4, "130x257x65");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testutil::error_of;
 
 TEST(MatmulKernel, BadInputsNameOpAndShapes) {
   Tensor a = randn({2, 3}), b = randn({4, 5});

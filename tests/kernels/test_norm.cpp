@@ -9,6 +9,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "kernels/norm.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using namespace hymba::kernels;
@@ -50,21 +51,8 @@ Ref reference(const std::vector<double>& x, const std::vector<double>& w, const 
   return r;
 }
 
-void expect_close(const std::vector<double>& got, const std::vector<double>& ref, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], ref[i], atol + rtol * std::fabs(ref[i])) << what << " at " << i;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testutil::error_of;
+using testutil::expect_close;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "kernels/selective_scan.h"
+#include "tests/test_util.h"
 
 namespace hymba {
 namespace {
@@ -347,14 +348,7 @@ TEST(SelectiveScanKernel, StepKernelReproducesTheFullScan) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testutil::error_of;
 
 TEST(SelectiveScanKernel, BadInputsNameTheOpAndShapes) {
   Config c{2, 3, 4, 9, 4, true, true, true, 2};

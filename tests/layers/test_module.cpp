@@ -9,6 +9,7 @@
 #include "autograd/ops/elementwise.h"
 #include "core/rng.h"
 #include "layers/module.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -76,14 +77,7 @@ std::string user_error_of(const std::function<void()>& f) {
   return "(no UserError)";
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no Error)";
-}
+using testutil::error_of;
 
 // Deep copies, so that loading into another model cannot alias the source.
 StateDict cloned(const StateDict& sd) {

@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "layers/module.h"
 #include "train/optimizer.h"
+#include "tests/test_util.h"
 
 using namespace hymba;
 using namespace hymba::train;
@@ -26,14 +27,7 @@ std::string user_error_of(const std::function<void()>& f) {
   return "(no UserError)";
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no Error)";
-}
+using testutil::error_of;
 
 // One parameter's float64 mirror: torch.optim.AdamW's update, written out.
 struct Ref {
