@@ -7,6 +7,10 @@
 //   selective scan            number of bytes (read + written): the card's copy bandwidth
 //   attention                 TFLOP/s over visible query-key pairs only vs the 150 TFLOP/s target
 //
+// The scan and attention run under each CUDA implementation (kernels/cuda_impl.h), tagged
+// [sequential]/[blocked] and [wmma]/[mma]; a fast one's result is compared with the reference
+// one's at the same shape, and a mismatch counts as a failure.
+//
 // Shapes are Hymba-1.5B's (HYMBA_SPEC.md) at 8 sequences of 2048 tokens plus 128 meta tokens.
 // Times are the median of several runs after a warm-up, measured with CUDA events on the
 // legacy default stream, where every kernel runs. A case whose kernel throws (a family with
@@ -44,6 +48,7 @@
 #include "kernels/activation.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/cuda_impl.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/selective_scan.h"
@@ -51,6 +56,7 @@
 
 using namespace hymba;
 namespace K = hymba::kernels;
+namespace KC = hymba::kernels::cuda;
 
 namespace {
 
@@ -371,6 +377,16 @@ void time_ours(Bench& b, Row& r, const std::function<void()>& fn) {
   }
 }
 
+// Compares a fast implementation's result with the reference implementation's on the same
+// inputs (max |diff| / max |want|); a mismatch beyond tol counts as a failure and is shown in
+// the note, so a fast kernel that is wrong at the real shape cannot report a good time.
+void compare(Bench& b, Row& r, const char* what, const Tensor& got, const Tensor& want, double tol) {
+  const double d = b.max_rel_diff(got, want);
+  const bool ok = d <= tol;
+  if (!ok) b.add_failure();
+  r.note += (r.note.empty() ? "" : "; ") + std::string(what) + fmt(" rel diff %.1e", d) + (ok ? "" : " MISMATCH");
+}
+
 // ---------------------------------------------------------------- cases
 
 struct GemmCase {
@@ -499,21 +515,45 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     return in;
   };
   const std::string shape = dims({B, D, L, N});
-  b.run("selective_scan fwd", shape, dt, [&](Row& r) {
-    Inputs in = make();
-    memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
-      K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+  // Both CUDA implementations (kernels/cuda_impl.h), each checked against the sequential one
+  // on the same inputs: the tests cover awkward small shapes, this covers the real one.
+  const double tol = dt == DType::BF16 ? 2e-2 : 1e-3;
+  for (const KC::ScanImpl impl : {KC::ScanImpl::Sequential, KC::ScanImpl::Blocked}) {
+    const KC::ImplGuard<KC::ScanImpl> use(impl);
+    const std::string tag = std::string(" [") + KC::impl_name(impl) + "]";
+    const bool check = impl != KC::ScanImpl::Sequential;
+    b.run("selective_scan fwd" + tag, shape, dt, [&](Row& r) {
+      Inputs in = make();
+      memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
+        K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+      });
+      if (check && r.ours_ms) {
+        Tensor out = std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
+        const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
+        Tensor want = std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
+        compare(b, r, "out", out, want, tol);
+      }
     });
-  });
-  b.run("selective_scan fwd+bwd", shape, dt, [&](Row& r) {
-    Inputs in = make();
-    Tensor dout = randn_gpu({B, D, L}, dt, 27);
-    memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es) + scan_bwd_bytes(B, D, L, N, es), [&] {
-      auto [out, last, chunks] =
-          K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
-      K::selective_scan_backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunks);
+    b.run("selective_scan fwd+bwd" + tag, shape, dt, [&](Row& r) {
+      Inputs in = make();
+      Tensor dout = randn_gpu({B, D, L}, dt, 27);
+      auto fwd_bwd = [&] {
+        auto [out, last, chunks] =
+            K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+        return K::selective_scan_backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunks);
+      };
+      memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es) + scan_bwd_bytes(B, D, L, N, es), [&] { fwd_bwd(); });
+      if (check && r.ours_ms) {
+        K::SelectiveScanGrads got = fwd_bwd();
+        const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
+        K::SelectiveScanGrads want = fwd_bwd();
+        compare(b, r, "du", got.du, want.du, tol);
+        compare(b, r, "ddelta", got.ddelta, want.ddelta, tol);
+        compare(b, r, "dB", got.dB, want.dB, tol);
+        compare(b, r, "dA", got.dA, want.dA, tol);
+      }
     });
-  });
+  }
 }
 
 void bench_attention(Bench& b, const Sizes& s, DType dt) {
@@ -538,20 +578,42 @@ void bench_attention(Bench& b, const Sizes& s, DType dt) {
       return std::make_tuple(randn_gpu({B, hq, T, s.dk}, dt, 30), randn_gpu({B, hkv, T, s.dk}, dt, 31),
                              randn_gpu({B, hkv, T, s.dv}, dt, 32));
     };
-    b.run(kind + " fwd", shape, dt, [&](Row& r) {
-      setup(r, fwd);
-      auto [q, k, v] = inputs();
-      time_ours(b, r, [&] { K::attention_forward(q, k, v, p); });
-    });
-    b.run(kind + " fwd+bwd", shape, dt, [&](Row& r) {
-      setup(r, fwd * (1.0 + kAttentionBwdOverFwd));
-      auto [q, k, v] = inputs();
-      Tensor dout = randn_gpu({B, hq, T, s.dv}, dt, 33);
-      time_ours(b, r, [&] {
-        auto [out, lse] = K::attention_forward(q, k, v, p);
-        K::attention_backward(dout, q, k, v, out, lse, p);
+    const double tol = dt == DType::BF16 ? 2e-2 : 1e-3;
+    for (const KC::AttentionImpl impl : {KC::AttentionImpl::Wmma, KC::AttentionImpl::Mma}) {
+      const KC::ImplGuard<KC::AttentionImpl> use(impl);
+      const std::string tag = std::string(" [") + KC::impl_name(impl) + "]";
+      // The mma kernels take bf16 only: f32 would run the wmma kernel under both names.
+      if (impl != KC::AttentionImpl::Wmma && dt != DType::BF16) continue;
+      const bool check = impl != KC::AttentionImpl::Wmma;
+      b.run(kind + " fwd" + tag, shape, dt, [&](Row& r) {
+        setup(r, fwd);
+        auto [q, k, v] = inputs();
+        time_ours(b, r, [&] { K::attention_forward(q, k, v, p); });
+        if (check && r.ours_ms) {
+          Tensor out = std::get<0>(K::attention_forward(q, k, v, p));
+          const KC::ImplGuard<KC::AttentionImpl> ref(KC::AttentionImpl::Wmma);
+          compare(b, r, "out", out, std::get<0>(K::attention_forward(q, k, v, p)), tol);
+        }
       });
-    });
+      b.run(kind + " fwd+bwd" + tag, shape, dt, [&](Row& r) {
+        setup(r, fwd * (1.0 + kAttentionBwdOverFwd));
+        auto [q, k, v] = inputs();
+        Tensor dout = randn_gpu({B, hq, T, s.dv}, dt, 33);
+        auto fwd_bwd = [&] {
+          auto [out, lse] = K::attention_forward(q, k, v, p);
+          return K::attention_backward(dout, q, k, v, out, lse, p);
+        };
+        time_ours(b, r, [&] { fwd_bwd(); });
+        if (check && r.ours_ms) {
+          auto [dq, dk, dv] = fwd_bwd();
+          const KC::ImplGuard<KC::AttentionImpl> ref(KC::AttentionImpl::Wmma);
+          auto [dq_ref, dk_ref, dv_ref] = fwd_bwd();
+          compare(b, r, "dq", dq, dq_ref, tol);
+          compare(b, r, "dk", dk, dk_ref, tol);
+          compare(b, r, "dv", dv, dv_ref, tol);
+        }
+      });
+    }
   }
 }
 

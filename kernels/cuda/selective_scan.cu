@@ -28,6 +28,8 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/selective_scan_blocked.h"
+#include "kernels/cuda_impl.h"
 
 namespace hymba::kernels::cuda {
 namespace {
@@ -468,6 +470,8 @@ std::tuple<Tensor, Tensor, Tensor> selective_scan_forward(const Tensor& u_in, co
   const ScanDims dm = check_inputs(op, true, u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in);
   HYMBA_CHECK(chunk >= 1, op, ": chunk must be >= 1, got ", chunk);
   ::hymba::cuda::DeviceGuard guard(u_in.device().index);
+  if (scan_impl() == ScanImpl::Blocked && scan_blocked::supports(u_in.dtype(), dm.N, chunk))
+    return scan_blocked::forward(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, delta_softplus, chunk);
   const int64_t nc = ceil_div(dm.L, chunk);
   const TensorOptions opts(u_in.dtype(), u_in.device());
   Tensor out = empty({dm.B, dm.D, dm.L}, opts);
@@ -501,6 +505,9 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
   HYMBA_CHECK(states_in.dtype() == acc_dtype(u_in.dtype()) && states_in.device() == u_in.device(), op,
               ": chunk_states ", states_in.meta_str(), " is not what the CUDA forward saves for u ", u_in.meta_str());
   ::hymba::cuda::DeviceGuard guard(u_in.device().index);
+  if (scan_impl() == ScanImpl::Blocked && scan_blocked::supports(u_in.dtype(), dm.N, chunk))
+    return scan_blocked::backward(dout_in, u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in, delta_softplus,
+                                  states_in, chunk);
 
   const TensorOptions opts(u_in.dtype(), u_in.device());
   const int64_t Bn = dm.B, Dn = dm.D, L = dm.L, N = dm.N;

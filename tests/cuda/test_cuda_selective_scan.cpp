@@ -6,6 +6,15 @@
 // N below, at and above one warp (lanes per channel 1, 8, 16, 32 with 2 and 4 states per
 // lane), channel counts that leave a block part-empty, and both places the backward keeps
 // its recomputed states (shared memory; global scratch for long chunks and f64).
+//
+// Every forward/backward test runs under both CUDA implementations (kernels/cuda_impl.h):
+// the sequential kernels and the blocked time-parallel ones, which take f32 and bf16 with a
+// save interval that divides 1024 and leave f64 and other intervals to the sequential ones
+// (so those cases check the fallback). The blocked kernels' own cases cover several time
+// chunks with a tail at each thread count they pick (32, 64, 128), sequences shorter than one
+// thread's steps, misaligned rows (no vector loads), empty shapes, and chunk_states passed
+// between the two implementations. Their tolerances are the same: dB and dC are sums over
+// channels with fp32 atomics, whose order only moves the last bits.
 #include <gmock/gmock.h>
 
 #include <functional>
@@ -14,6 +23,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "kernels/cuda_impl.h"
 #include "kernels/selective_scan.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -22,7 +32,21 @@ namespace {
 
 using ::testing::HasSubstr;
 
+using kernels::cuda::ImplGuard;
+using kernels::cuda::ScanImpl;
+using kernels::cuda::impl_name;
+
 const Device gpu = Device::cuda();
+constexpr ScanImpl kImpls[] = {ScanImpl::Sequential, ScanImpl::Blocked};
+
+// Runs f() once with each implementation selected.
+template <typename F> void for_each_impl(F&& f) {
+  for (ScanImpl impl : kImpls) {
+    ImplGuard<ScanImpl> guard(impl);
+    SCOPED_TRACE(impl_name(impl));
+    f();
+  }
+}
 
 struct Case {
   int64_t B, D, N, L;
@@ -103,79 +127,102 @@ void check_case(const Case& c, DType dt, uint64_t seed) {
 
 TEST(CudaSelectiveScan, ShapesAndOptionsF32) {
   HYMBA_REQUIRE_GPU();
-  uint64_t seed = 1;
-  for (int64_t B : {1, 3})
-    for (int64_t D : {5, 33})
-      for (int64_t N : {1, 16})
-        for (int64_t L : {1, 63, 64, 65, 300}) {
-          check_case({B, D, N, L, true, true, true, true}, DType::F32, seed++);
-          check_case({B, D, N, L, false, false, false, false}, DType::F32, seed++);
-        }
+  for_each_impl([] {
+    uint64_t seed = 1;
+    for (int64_t B : {1, 3})
+      for (int64_t D : {5, 33})
+        for (int64_t N : {1, 16})
+          for (int64_t L : {1, 63, 64, 65, 300}) {
+            check_case({B, D, N, L, true, true, true, true}, DType::F32, seed++);
+            check_case({B, D, N, L, false, false, false, false}, DType::F32, seed++);
+          }
+  });
 }
 
 TEST(CudaSelectiveScan, MixedOptionsF32) {
   HYMBA_REQUIRE_GPU();
-  uint64_t seed = 100;
-  for (int mask = 0; mask < 16; ++mask)
-    check_case({3, 33, 16, 65, bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8)}, DType::F32, seed++);
+  for_each_impl([] {
+    uint64_t seed = 100;
+    for (int mask = 0; mask < 16; ++mask)
+      check_case({3, 33, 16, 65, bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8)}, DType::F32,
+                 seed++);
+  });
 }
 
 TEST(CudaSelectiveScan, StateSizesF32) {
   HYMBA_REQUIRE_GPU();
   // N = 5: 8 lanes, 3 idle; 32: a full warp; 40 and 128: 2 and 4 states per lane.
-  for (int64_t N : {2, 5, 32, 40, 128}) check_case({2, 7, N, 70, true, true, true, true}, DType::F32, 200 + N);
+  for_each_impl([] {
+    for (int64_t N : {2, 5, 32, 40, 128}) check_case({2, 7, N, 70, true, true, true, true}, DType::F32, 200 + N);
+  });
 }
 
 TEST(CudaSelectiveScan, ChunkSizes) {
   HYMBA_REQUIRE_GPU();
   // Many short chunks; one chunk longer than L; chunks too long for shared memory (global
-  // scratch), in f32 and f64 (f64 at the default chunk already needs global scratch).
-  check_case({2, 9, 16, 65, true, true, true, true, 7}, DType::F32, 300);
-  check_case({2, 9, 16, 65, true, true, true, true, 1}, DType::F32, 301);
-  check_case({2, 9, 16, 65, true, true, true, true, 1000}, DType::F32, 302);
-  check_case({3, 33, 16, 300, true, true, true, true, 200}, DType::F32, 303);
-  check_case({3, 33, 16, 300, true, true, true, true}, DType::F64, 304);
-  check_case({1, 5, 1, 130, false, true, false, true, 100}, DType::F64, 305);
+  // scratch), in f32 and f64 (f64 at the default chunk already needs global scratch). The
+  // blocked kernels take chunk 1 and fall back to the sequential ones for 7, 1000, 200, 100
+  // (which do not divide 1024) and for f64.
+  for_each_impl([] {
+    check_case({2, 9, 16, 65, true, true, true, true, 7}, DType::F32, 300);
+    check_case({2, 9, 16, 65, true, true, true, true, 1}, DType::F32, 301);
+    check_case({2, 9, 16, 65, true, true, true, true, 1000}, DType::F32, 302);
+    check_case({3, 33, 16, 300, true, true, true, true, 200}, DType::F32, 303);
+    check_case({3, 33, 16, 300, true, true, true, true}, DType::F64, 304);
+    check_case({1, 5, 1, 130, false, true, false, true, 100}, DType::F64, 305);
+  });
 }
 
 TEST(CudaSelectiveScan, Bf16) {
   HYMBA_REQUIRE_GPU();
-  uint64_t seed = 400;
-  for (int64_t L : {1, 64, 65, 300}) {
-    check_case({3, 33, 16, L, true, true, true, true}, DType::BF16, seed++);
-    check_case({1, 5, 1, L, false, false, false, false}, DType::BF16, seed++);
-  }
+  for_each_impl([] {
+    uint64_t seed = 400;
+    for (int64_t L : {1, 64, 65, 300}) {
+      check_case({3, 33, 16, L, true, true, true, true}, DType::BF16, seed++);
+      check_case({1, 5, 1, L, false, false, false, false}, DType::BF16, seed++);
+    }
+  });
 }
 
 TEST(CudaSelectiveScan, ModelLikeShape) {
   HYMBA_REQUIRE_GPU();
-  check_case({2, 160, 16, 257, true, true, true, true}, DType::F32, 500);
+  for_each_impl([] { check_case({2, 160, 16, 257, true, true, true, true}, DType::F32, 500); });
 }
 
+// Every gradient of the sequential backward is bitwise reproducible; the blocked one sums dB
+// and dC with atomics (kernels/cuda_impl.h), so those two are only close, the rest bitwise.
 TEST(CudaSelectiveScan, BackwardIsDeterministic) {
   HYMBA_REQUIRE_GPU();
-  const Case c{3, 100, 16, 200, true, true, true, true};
-  const Inputs dev = make_inputs(c, 600, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
-  auto [out, last, states] = kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z,
-                                                             dev.bias, true);
-  const Tensor dout = cudatest::randn_cpu(out.shape(), 601).to(gpu);
-  auto run = [&] {
-    return kernels::selective_scan_backward(dout, dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, true,
-                                            states);
-  };
-  const kernels::SelectiveScanGrads a = run(), b = run();
-  for (auto [x, y, what] : {std::tuple{a.dA, b.dA, "dA"}, std::tuple{a.dB, b.dB, "dB"}, std::tuple{a.dC, b.dC, "dC"},
-                            std::tuple{a.dD, b.dD, "dD"}, std::tuple{a.ddelta_bias, b.ddelta_bias, "ddelta_bias"},
-                            std::tuple{a.du, b.du, "du"}}) {
-    EXPECT_EQ(x.to_vector<float>(), y.to_vector<float>()) << what << " differs between two identical runs";
+  for (ScanImpl impl : kImpls) {
+    ImplGuard<ScanImpl> guard(impl);
+    SCOPED_TRACE(impl_name(impl));
+    const Case c{3, 100, 16, 200, true, true, true, true};
+    const Inputs dev = make_inputs(c, 600, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
+    auto [out, last, states] = kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z,
+                                                               dev.bias, true);
+    const Tensor dout = cudatest::randn_cpu(out.shape(), 601).to(gpu);
+    auto run = [&] {
+      return kernels::selective_scan_backward(dout, dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias,
+                                              true, states);
+    };
+    const kernels::SelectiveScanGrads a = run(), b = run();
+    const bool atomics = impl == ScanImpl::Blocked;
+    for (auto [x, y, what] :
+         {std::tuple{a.dA, b.dA, "dA"}, std::tuple{a.dB, b.dB, "dB"}, std::tuple{a.dC, b.dC, "dC"},
+          std::tuple{a.dD, b.dD, "dD"}, std::tuple{a.ddelta_bias, b.ddelta_bias, "ddelta_bias"},
+          std::tuple{a.du, b.du, "du"}, std::tuple{a.ddelta, b.ddelta, "ddelta"}, std::tuple{a.dz, b.dz, "dz"}}) {
+      if (atomics && (std::string(what) == "dB" || std::string(what) == "dC"))
+        EXPECT_CUDA_CLOSE(x, y, 1e-6, std::string(what) + " of two identical runs");
+      else
+        EXPECT_EQ(x.to_vector<float>(), y.to_vector<float>()) << what << " differs between two identical runs";
+    }
   }
 }
 
 // The layout layers/ssm_mixer.cpp passes: delta and z are (B, L, D) activations and B, C
 // slices of the (B, L, dt_rank + 2N) x_proj output, all seen as (B, X, L) through transposes,
-// so none is contiguous. Same tolerance as the f32 cases above.
-TEST(CudaSelectiveScan, ModelLayoutViews) {
-  HYMBA_REQUIRE_GPU();
+// so none is contiguous (the blocked kernels copy them). Same tolerance as the f32 cases above.
+void check_model_layout_views() {
   const int64_t Bn = 2, Dn = 24, N = 16, L = 70, R = 5;
   Generator g(900);
   const Tensor proj = randn({Bn, L, R + 2 * N}, DType::F32, &g);
@@ -210,6 +257,11 @@ TEST(CudaSelectiveScan, ModelLayoutViews) {
   expect_grad(gg.ddelta_bias, gr.ddelta_bias, 1e-4, "views ddelta_bias");
 }
 
+TEST(CudaSelectiveScan, ModelLayoutViews) {
+  HYMBA_REQUIRE_GPU();
+  for_each_impl([] { check_model_layout_views(); });
+}
+
 // L single steps from a zero state reproduce the full scan's outputs and final state.
 void check_steps(const Case& c, DType dt, double rtol, uint64_t seed) {
   const std::string what = name(c, dt) + " steps";
@@ -237,8 +289,7 @@ TEST(CudaSelectiveScan, StepsMatchForward) {
   check_steps({2, 33, 16, 4, true, true, true, true}, DType::BF16, 2e-2, 703);
 }
 
-TEST(CudaSelectiveScan, RejectsWhatItCannotRun) {
-  HYMBA_REQUIRE_GPU();
+void check_rejects() {
   const Case c{1, 2, 129, 3, false, false, false, true};
   const Inputs dev = make_inputs(c, 800, DType::F32).map([](const Tensor& t) { return t.to(gpu); });
   try {
@@ -254,6 +305,182 @@ TEST(CudaSelectiveScan, RejectsWhatItCannotRun) {
   EXPECT_THROW(kernels::selective_scan_backward(zeros({1, 2, 3}, TensorOptions(DType::F32, gpu)), d2.u, d2.delta, d2.A,
                                                 d2.B, d2.C, d2.D, d2.z, d2.bias, true, bad_states),
                Error);
+}
+
+TEST(CudaSelectiveScan, RejectsWhatItCannotRun) {
+  HYMBA_REQUIRE_GPU();
+  for_each_impl([] { check_rejects(); });
+}
+
+// ---- The blocked kernels' own cases (kernels/cuda/selective_scan_blocked.cu). Each picks,
+// per call, 32, 64 or 128 threads of 16 steps (forward) or 8 steps (backward); the comments
+// give the time chunks the forward / backward run.
+
+TEST(CudaSelectiveScan, BlockedSeveralTimeChunks) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // 2 * 2048 + 37, odd (no vector loads): 9 x 512 (32 threads) / 17 x 256 (32), with a tail.
+  check_case({1, 3, 16, 2 * 2048 + 37, true, true, true, true}, DType::F32, 1000);
+  check_case({2, 1, 16, 2 * 2048 + 37, false, false, false, false}, DType::F32, 1001);
+  // 2 x 2048 (128 threads, 4 warps) / 4 x 1024 (128), vector loads, a tail in the last chunk.
+  check_case({2, 2, 16, 4000, true, true, true, true}, DType::F32, 1002);
+  // 3 x 1024 (64 threads) / 3 x 1024 (128).
+  check_case({1, 3, 16, 3000, true, true, true, true}, DType::F32, 1003);
+  // The Hymba length: 5 x 512 (32) / 9 x 256 (32).
+  check_case({1, 4, 16, 2176, true, true, true, true}, DType::F32, 1004);
+  // One chunk: 1 x 1024 (64) / 1 x 1024 (128).
+  check_case({3, 2, 16, 1000, true, true, true, true}, DType::F32, 1005);
+}
+
+TEST(CudaSelectiveScan, BlockedOptionsOverSeveralChunks) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // L = 1100: 3 x 512 / 5 x 256; every combination of D, z, delta_bias and softplus.
+  uint64_t seed = 1100;
+  for (int mask = 0; mask < 16; ++mask)
+    check_case({2, 3, 16, 1100, bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8)}, DType::F32,
+               seed++);
+}
+
+TEST(CudaSelectiveScan, BlockedShortSequences) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // Shorter than, equal to and just over one thread's steps (8 backward, 16 forward), and
+  // over one warp's.
+  uint64_t seed = 1200;
+  for (int64_t L : {1, 2, 5, 8, 9, 15, 16, 17, 255, 257})
+    check_case({2, 3, 16, L, true, true, true, true}, DType::F32, seed++);
+}
+
+TEST(CudaSelectiveScan, BlockedStateSizes) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // N = 1 and 17: an odd number of scans per chunk, so the forward's alternating scan
+  // buffers change parity from one chunk to the next.
+  uint64_t seed = 1300;
+  for (int64_t N : {1, 16, 17}) {
+    check_case({2, 5, N, 700, true, true, true, true}, DType::F32, seed++);
+    check_case({1, 2, N, 1500, true, true, true, true}, DType::F32, seed++);
+  }
+}
+
+TEST(CudaSelectiveScan, BlockedBf16) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // L = 2176 and 4000 are multiples of 8 (bf16 vector loads); 4133 is not.
+  check_case({1, 4, 16, 2176, true, true, true, true}, DType::BF16, 1400);
+  check_case({2, 2, 17, 4000, true, true, true, true}, DType::BF16, 1401);
+  check_case({1, 3, 16, 4133, false, true, false, true}, DType::BF16, 1402);
+}
+
+TEST(CudaSelectiveScan, BlockedSaveIntervals) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // Intervals that divide 1024 restrict the thread counts: 1024 leaves 64 or 128 threads
+  // forward (3 x 1024) and 128 backward (3 x 1024); 512: 3 x 512 / 3 x 512 (64 threads).
+  // Interval 1 saves every step; 256 with a tail.
+  check_case({2, 3, 16, 2100, true, true, true, true, 1024}, DType::F32, 1500);
+  check_case({2, 3, 16, 1500, true, true, true, true, 512}, DType::F32, 1501);
+  check_case({1, 3, 16, 600, true, true, true, true, 1}, DType::F32, 1502);
+  check_case({1, 3, 16, 4133, true, true, true, true, 256}, DType::F32, 1503);
+  // Intervals that do not divide 1024 run the sequential kernels instead.
+  check_case({2, 3, 16, 700, true, true, true, true, 100}, DType::F32, 1504);
+  check_case({2, 3, 16, 700, true, true, true, true, 2048}, DType::F32, 1505);
+}
+
+// A contiguous GPU copy of t (a CPU tensor) whose data starts one element past a 16-byte
+// boundary, so the blocked kernels cannot use vector loads and stores on it.
+Tensor misaligned_copy(const Tensor& t) {
+  const Tensor flat = zeros({t.numel() + 1}, TensorOptions(t.dtype(), gpu));
+  Tensor v = flat.narrow(0, 1, t.numel()).view(t.shape());
+  v.copy_(t);
+  return v;
+}
+
+TEST(CudaSelectiveScan, BlockedMisalignedRows) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const Case c{2, 3, 16, 512, true, true, true, true};  // L a multiple of the vector width
+    const std::string what = name(c, dt) + " misaligned";
+    const Inputs in = make_inputs(c, 1600, dt);
+    const Inputs ref = in.map([&](const Tensor& t) { return t.to(ref_of(dt)); });
+    const Inputs dev = in.map(misaligned_copy);
+    ASSERT_TRUE(dev.u.is_contiguous());
+    const double rtol = rtol_of(dt);
+    auto [out_r, last_r, states_r] = kernels::cpu::selective_scan_forward(
+        ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, true, c.chunk);
+    auto [out_g, last_g, states_g] = kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D,
+                                                                     dev.z, dev.bias, true, c.chunk);
+    EXPECT_CUDA_CLOSE(out_g, out_r, rtol, what + " out");
+    EXPECT_CUDA_CLOSE(last_g, last_r, rtol, what + " final state");
+    const Tensor dout = cudatest::randn_cpu(out_r.shape(), 1601, dt);
+    const kernels::SelectiveScanGrads gr = kernels::cpu::selective_scan_backward(
+        dout.to(ref_of(dt)), ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, true, states_r, c.chunk);
+    const kernels::SelectiveScanGrads gg = kernels::selective_scan_backward(
+        misaligned_copy(dout), dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, true, states_g, c.chunk);
+    expect_grad(gg.du, gr.du, rtol, what + " du");
+    expect_grad(gg.ddelta, gr.ddelta, rtol, what + " ddelta");
+    expect_grad(gg.dA, gr.dA, rtol, what + " dA");
+    expect_grad(gg.dB, gr.dB, rtol, what + " dB");
+    expect_grad(gg.dC, gr.dC, rtol, what + " dC");
+    expect_grad(gg.dD, gr.dD, rtol, what + " dD");
+    expect_grad(gg.dz, gr.dz, rtol, what + " dz");
+    expect_grad(gg.ddelta_bias, gr.ddelta_bias, rtol, what + " ddelta_bias");
+  }
+}
+
+TEST(CudaSelectiveScan, EmptyShapes) {
+  HYMBA_REQUIRE_GPU();
+  // No steps (the final state is the zero start, parameter gradients are 0); no batch rows.
+  for_each_impl([] {
+    check_case({2, 3, 16, 0, true, true, true, true}, DType::F32, 1700);
+    check_case({0, 3, 16, 70, true, true, true, true}, DType::F32, 1701);
+  });
+}
+
+// chunk_states is one layout for both implementations: each forward's states match the CPU
+// kernel's, and a backward run with either implementation on the states of the other gives
+// the CPU gradients.
+TEST(CudaSelectiveScan, ChunkStatesAcrossImplementations) {
+  HYMBA_REQUIRE_GPU();
+  uint64_t seed = 1800;
+  for (DType dt : {DType::F32, DType::BF16})
+    for (int64_t L : {int64_t(700), int64_t(2 * 2048 + 37)}) {
+      const Case c{2, 5, 16, L, true, true, true, true};
+      const Inputs in = make_inputs(c, seed++, dt);
+      const Inputs ref = in.map([&](const Tensor& t) { return t.to(ref_of(dt)); });
+      const Inputs dev = in.map([&](const Tensor& t) { return t.to(gpu); });
+      const double rtol = rtol_of(dt);
+      auto [out_r, last_r, states_r] = kernels::cpu::selective_scan_forward(
+          ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, true, c.chunk);
+      const Tensor dout = cudatest::randn_cpu(out_r.shape(), seed++, dt);
+      const kernels::SelectiveScanGrads gr = kernels::cpu::selective_scan_backward(
+          dout.to(ref_of(dt)), ref.u, ref.delta, ref.A, ref.B, ref.C, ref.D, ref.z, ref.bias, true, states_r,
+          c.chunk);
+      Tensor states[2];
+      for (int k = 0; k < 2; ++k) {
+        ImplGuard<ScanImpl> guard(kImpls[k]);
+        states[k] = std::get<2>(kernels::selective_scan_forward(dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z,
+                                                                dev.bias, true, c.chunk));
+        EXPECT_CUDA_CLOSE(states[k], states_r, rtol, name(c, dt) + " chunk_states of " + impl_name(kImpls[k]));
+      }
+      for (int k = 0; k < 2; ++k) {
+        ImplGuard<ScanImpl> guard(kImpls[1 - k]);
+        const std::string what =
+            name(c, dt) + " " + impl_name(kImpls[1 - k]) + " backward on " + impl_name(kImpls[k]) + " states";
+        const kernels::SelectiveScanGrads gg = kernels::selective_scan_backward(
+            dout.to(gpu), dev.u, dev.delta, dev.A, dev.B, dev.C, dev.D, dev.z, dev.bias, true, states[k], c.chunk);
+        expect_grad(gg.du, gr.du, rtol, what + " du");
+        expect_grad(gg.ddelta, gr.ddelta, rtol, what + " ddelta");
+        expect_grad(gg.dA, gr.dA, rtol, what + " dA");
+        expect_grad(gg.dB, gr.dB, rtol, what + " dB");
+        expect_grad(gg.dC, gr.dC, rtol, what + " dC");
+        expect_grad(gg.dD, gr.dD, rtol, what + " dD");
+        expect_grad(gg.dz, gr.dz, rtol, what + " dz");
+        expect_grad(gg.ddelta_bias, gr.ddelta_bias, rtol, what + " ddelta_bias");
+      }
+    }
 }
 
 }  // namespace

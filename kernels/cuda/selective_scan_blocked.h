@@ -1,0 +1,32 @@
+// The blocked (Mamba-style, time-parallel) CUDA selective scan, private to
+// kernels/cuda/selective_scan*.cu. The public entry points (selective_scan.cu) check the
+// arguments and call these when scan_impl() is ScanImpl::Blocked and supports() holds;
+// otherwise the sequential kernels run.
+//
+// Contract: kernels/selective_scan.h exactly, including chunk_states: (B, D, ceil(L/chunk), N)
+// in fp32 (f64 for f64 inputs), holding the state after steps chunk-1, 2*chunk-1, ..., L-1, so
+// the sequential backward can consume this forward's chunk_states and the other way round.
+// Difference: dB and dC are summed over channels with fp32 atomics, so they may differ in
+// the last bits from run to run (every other gradient is deterministic).
+#pragma once
+
+#include <tuple>
+
+#include "kernels/selective_scan.h"
+
+namespace hymba::kernels::cuda::scan_blocked {
+
+// Whether the blocked kernels take inputs of this dtype with N states (and chunk): f32 or
+// bf16 (f64 stays on the sequential kernels), 1 <= N <= 1024, and a save interval `chunk` that
+// divides 1024, so that every time chunk the kernels pick starts right after a saved state.
+bool supports(DType dt, int64_t N, int64_t chunk);
+
+std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                           const Tensor& C, const Tensor& D, const Tensor& z,
+                                           const Tensor& delta_bias, bool delta_softplus, int64_t chunk);
+SelectiveScanGrads backward(const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A,
+                            const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                            const Tensor& delta_bias, bool delta_softplus, const Tensor& chunk_states,
+                            int64_t chunk);
+
+}  // namespace hymba::kernels::cuda::scan_blocked

@@ -1,0 +1,64 @@
+// Which implementation the CUDA backend runs for the two sequence-mixing families that have two.
+//
+// The first CUDA scan and attention kernels were written for correctness: the scan runs one
+// thread per (b, d, n) state sequentially in time, attention keeps its accumulators in shared
+// memory around 16x16 wmma tiles. Both pass every test on an H100 but run at 25-44x the scan's
+// memory-traffic floor and about 15 TFLOP/s. The fast kernels (Mamba's blocked time-parallel
+// scan; flash-attention-2 style mma.sync attention with register-resident fragments) replace
+// them in speed, but stay selectable so that each can always be checked against the other on
+// the same GPU, and so that a run that needs bitwise-reproducible gradients can ask for the
+// deterministic scan (the blocked scan sums dB and dC over channels with fp32 atomics).
+//
+// Defaults: the kernels that have passed the CUDA tests on a GPU. Environment (read once, on
+// first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma; any other
+// value is an error naming the variable. Both kernels of a family honour the same contract
+// (kernels/selective_scan.h, kernels/attention.h), including the layout of the scan's
+// chunk_states, so a forward run with one and a backward with the other is still correct.
+#pragma once
+
+#ifdef HYMBA_WITH_CUDA
+
+#include <type_traits>
+
+namespace hymba::kernels::cuda {
+
+enum class ScanImpl {
+  Sequential,  // kernels/cuda/selective_scan.cu: one thread per state; deterministic
+  Blocked,     // kernels/cuda/selective_scan_blocked.cu: time-parallel block scan
+};
+enum class AttentionImpl {
+  Wmma,  // kernels/cuda/attention_{fwd,bwd}.cu: wmma tiles, accumulators in shared memory
+  Mma,   // kernels/cuda/attention_mma_{fwd,bwd}.cu: mma.sync, fragments in registers (bf16)
+};
+
+ScanImpl scan_impl();
+void set_scan_impl(ScanImpl impl);
+AttentionImpl attention_impl();
+void set_attention_impl(AttentionImpl impl);
+
+const char* impl_name(ScanImpl impl);
+const char* impl_name(AttentionImpl impl);
+
+// Sets an implementation for the lifetime of a scope (tests and benchmarks run both).
+template <typename Impl> class ImplGuard {
+ public:
+  explicit ImplGuard(Impl impl) : saved_(get()) { set(impl); }
+  ~ImplGuard() { set(saved_); }
+  ImplGuard(const ImplGuard&) = delete;
+  ImplGuard& operator=(const ImplGuard&) = delete;
+
+ private:
+  static Impl get() {
+    if constexpr (std::is_same_v<Impl, ScanImpl>) return scan_impl();
+    else return attention_impl();
+  }
+  static void set(Impl impl) {
+    if constexpr (std::is_same_v<Impl, ScanImpl>) set_scan_impl(impl);
+    else set_attention_impl(impl);
+  }
+  Impl saved_;
+};
+
+}  // namespace hymba::kernels::cuda
+
+#endif
