@@ -20,6 +20,8 @@
 #include <tuple>
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_mma.h"
+#include "kernels/cuda_impl.h"
 
 namespace hymba::kernels::cuda {
 namespace {
@@ -305,6 +307,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_backward(const Tensor& dout_in, con
     if (need_dv) dv = zeros(v_in.shape(), opt);
     return {dq, dk, dv};
   }
+  if (attention_impl() == AttentionImpl::Mma && mma_backward_supports(dt, d))
+    return mma_backward(dout_in, q_in, k_in, v_in, out_in, lse_in, d, p, need_dq, need_dk, need_dv);
 
   BwdArgs base{};
   base.T = d.T;

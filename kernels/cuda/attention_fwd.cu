@@ -14,6 +14,8 @@
 #include <tuple>
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_mma.h"
+#include "kernels/cuda_impl.h"
 
 namespace hymba::kernels::cuda {
 namespace {
@@ -171,6 +173,7 @@ std::tuple<Tensor, Tensor> attention_forward(const Tensor& q_in, const Tensor& k
   if (d.B * d.Hq * d.T == 0)
     return {empty({d.B, d.Hq, d.T, d.dv}, TensorOptions(dt, q_in.device())),
             empty({d.B, d.Hq, d.T}, TensorOptions(stat_dtype(dt), q_in.device()))};
+  if (attention_impl() == AttentionImpl::Mma && mma_forward_supports(dt, d)) return mma_forward(q_in, k_in, v_in, d, p);
 
   FwdArgs a{};
   a.T = d.T;

@@ -1,16 +1,26 @@
 // CUDA attention (forward, backward, decode) against the CPU kernels on the same inputs.
 // Tolerances (norm-relative, tests/cuda/cuda_test_util.h): f32 inputs 1e-4; bf16 inputs 2e-2,
-// against the CPU run on the same bf16-rounded values converted to f32 (the CUDA bf16 path
-// also rounds the probabilities to bf16 before its tensor-core products).
+// against the CPU run on the same bf16-rounded values converted to f32 (the CUDA bf16 paths
+// also round the probabilities to bf16 before their tensor-core products).
+//
+// Every forward / backward case runs under both CUDA implementations (kernels/cuda_impl.h:
+// wmma, and mma.sync where it supports the problem, i.e. bf16 with head dims that are
+// multiples of 8 up to 128; elsewhere the mma setting falls back to wmma), each compared with
+// the same CPU reference.
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernels/attention.h"
 #include "tests/cuda/cuda_test_util.h"
+
+#ifdef HYMBA_WITH_CUDA
+#include "kernels/cuda_impl.h"
+#endif
 
 namespace hymba {
 namespace {
@@ -28,6 +38,21 @@ std::string cfg_str(const Cfg& c) {
 }
 
 double rtol_of(DType dt) { return dt == DType::BF16 || dt == DType::F16 ? 2e-2 : 1e-4; }
+
+// Runs f once under each CUDA attention implementation, with the implementation in the trace.
+template <typename F>
+void for_each_impl(F&& f) {
+#ifdef HYMBA_WITH_CUDA
+  using kernels::cuda::AttentionImpl;
+  for (AttentionImpl impl : {AttentionImpl::Wmma, AttentionImpl::Mma}) {
+    const kernels::cuda::ImplGuard<AttentionImpl> use(impl);
+    SCOPED_TRACE(std::string("attention impl ") + kernels::cuda::impl_name(impl));
+    f();
+  }
+#else
+  f();
+#endif
+}
 
 // Every T in {1, 17, 100, 300} with every window in {full, 0, 31, 64} and meta prefix in
 // {0, 5, 128} (T < W, T >> W, a prefix longer than the sequence, one spanning tiles). Batch,
@@ -62,7 +87,8 @@ const Needs kNeeds[] = {{true, true, true},  {true, false, false}, {false, true,
                         {false, false, true}, {false, true, true},  {true, true, false}};
 
 // Forward (out, lse) and backward (each requested gradient) of one configuration in dtype dt,
-// against the CPU kernel on the same values in f32 (f64 stays f64).
+// under each CUDA implementation, against the CPU kernel on the same values in f32 (f64 stays
+// f64).
 void check_case(const Cfg& c, DType dt, uint64_t seed, Needs need, double scale = 0) {
   SCOPED_TRACE(cfg_str(c) + " " + dtype_name(dt));
   const double rtol = rtol_of(dt);
@@ -74,43 +100,47 @@ void check_case(const Cfg& c, DType dt, uint64_t seed, Needs need, double scale 
   Tensor dout = cudatest::randn_cpu({c.B, c.Hq, c.T, c.dv}, seed + 3, dt);
   const AttentionParams p{scale, c.window, c.meta};
 
-  auto [out_ref, lse_ref] = kernels::cpu::attention_forward(q.to(ref_dt), k.to(ref_dt), v.to(ref_dt), p);
-  auto [out, lse] = kernels::attention_forward(q.to(gpu), k.to(gpu), v.to(gpu), p);
-  EXPECT_TRUE(out.is_cuda());
-  EXPECT_EQ(out.dtype(), dt);
-  EXPECT_EQ(lse.dtype(), ref_dt);
-  EXPECT_CUDA_CLOSE(out, out_ref, rtol, "out");
-  EXPECT_CUDA_CLOSE(lse, lse_ref, rtol, "lse");
-
+  Tensor out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+  std::tie(out_ref, lse_ref) = kernels::cpu::attention_forward(q.to(ref_dt), k.to(ref_dt), v.to(ref_dt), p);
   // The backward starts from the reference forward's saved tensors, the output stored in dt
   // as a forward in dt would store it, so it is checked on its own.
   Tensor out_saved = out_ref.to(dt);
-  auto [dq_ref, dk_ref, dv_ref] = kernels::cpu::attention_backward(
+  std::tie(dq_ref, dk_ref, dv_ref) = kernels::cpu::attention_backward(
       dout.to(ref_dt), q.to(ref_dt), k.to(ref_dt), v.to(ref_dt), out_saved.to(ref_dt), lse_ref, p, true, true, true);
-  auto [dq, dk, dv] = kernels::attention_backward(dout.to(gpu), q.to(gpu), k.to(gpu), v.to(gpu), out_saved.to(gpu),
-                                                  lse_ref.to(gpu), p, need.dq, need.dk, need.dv);
-  const std::pair<const Tensor*, const Tensor*> grads[] = {{&dq, &dq_ref}, {&dk, &dk_ref}, {&dv, &dv_ref}};
-  const bool needed[] = {need.dq, need.dk, need.dv};
-  const char* names[] = {"dq", "dk", "dv"};
   // When every query sees only itself (T = 1, or window 0 without meta keys) the softmax is
   // constant, so dq and dk are zero and both kernels return rounding noise: those are held
   // to the tolerance relative to the scale of dv (= dout there) instead.
   const bool single_key = c.T == 1 || (c.window == 0 && c.meta == 0);
   const double dv_scale = cudatest::compare(dv_ref, dv_ref).max_ref;
-  for (int g = 0; g < 3; ++g) {
-    const Tensor& got = *grads[g].first;
-    ASSERT_EQ(got.defined(), needed[g]) << names[g];
-    if (!needed[g]) continue;
-    EXPECT_TRUE(got.is_cuda()) << names[g];
-    EXPECT_EQ(got.dtype(), dt) << names[g];
-    if (single_key && g < 2) {
-      const cudatest::Diff e = cudatest::compare(got, *grads[g].second);
-      EXPECT_EQ(e.nans, 0) << names[g] << ": NaN (never written?)";
-      EXPECT_LE(e.max_abs_err, rtol * dv_scale) << names[g] << " (zero up to rounding)";
-    } else {
-      EXPECT_CUDA_CLOSE(got, *grads[g].second, rtol, names[g]);
+
+  for_each_impl([&] {
+    auto [out, lse] = kernels::attention_forward(q.to(gpu), k.to(gpu), v.to(gpu), p);
+    EXPECT_TRUE(out.is_cuda());
+    EXPECT_EQ(out.dtype(), dt);
+    EXPECT_EQ(lse.dtype(), ref_dt);
+    EXPECT_CUDA_CLOSE(out, out_ref, rtol, "out");
+    EXPECT_CUDA_CLOSE(lse, lse_ref, rtol, "lse");
+
+    auto [dq, dk, dv] = kernels::attention_backward(dout.to(gpu), q.to(gpu), k.to(gpu), v.to(gpu),
+                                                    out_saved.to(gpu), lse_ref.to(gpu), p, need.dq, need.dk, need.dv);
+    const std::pair<const Tensor*, const Tensor*> grads[] = {{&dq, &dq_ref}, {&dk, &dk_ref}, {&dv, &dv_ref}};
+    const bool needed[] = {need.dq, need.dk, need.dv};
+    const char* names[] = {"dq", "dk", "dv"};
+    for (int g = 0; g < 3; ++g) {
+      const Tensor& got = *grads[g].first;
+      ASSERT_EQ(got.defined(), needed[g]) << names[g];
+      if (!needed[g]) continue;
+      EXPECT_TRUE(got.is_cuda()) << names[g];
+      EXPECT_EQ(got.dtype(), dt) << names[g];
+      if (single_key && g < 2) {
+        const cudatest::Diff e = cudatest::compare(got, *grads[g].second);
+        EXPECT_EQ(e.nans, 0) << names[g] << ": NaN (never written?)";
+        EXPECT_LE(e.max_abs_err, rtol * dv_scale) << names[g] << " (zero up to rounding)";
+      } else {
+        EXPECT_CUDA_CLOSE(got, *grads[g].second, rtol, names[g]);
+      }
     }
-  }
+  });
 }
 
 TEST(CudaAttention, ForwardBackwardF32) {
@@ -147,18 +177,26 @@ TEST(CudaAttention, ExplicitScale) {
 
 TEST(CudaAttention, NonContiguousInputs) {
   HYMBA_REQUIRE_GPU();
-  // q and k read as (B, T, H, d) projections permuted to (B, H, T, d).
+  // q and k read as (B, T, H, d) projections permuted to (B, H, T, d); v a slice of a wider
+  // tensor along its last dim (rows not contiguous).
   const Cfg c{3, 6, 2, 100, 64, 128, 31, 5};
   const AttentionParams p{0, c.window, c.meta};
-  Tensor q = cudatest::randn_cpu({c.B, c.T, c.Hq, c.dk}, 90).permute({0, 2, 1, 3});
-  Tensor k = cudatest::randn_cpu({c.B, c.T, c.Hkv, c.dk}, 91).permute({0, 2, 1, 3});
-  Tensor v = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dv}, 92);
-  ASSERT_FALSE(q.is_contiguous());
-  auto [out_ref, lse_ref] = kernels::cpu::attention_forward(q, k, v, p);
   const Device gpu = Device::cuda();
-  auto [out, lse] = kernels::attention_forward(q.to(gpu), k.to(gpu), v.to(gpu), p);
-  EXPECT_CUDA_CLOSE(out, out_ref, 1e-4, "out");
-  EXPECT_CUDA_CLOSE(lse, lse_ref, 1e-4, "lse");
+  for (DType dt : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor q = cudatest::randn_cpu({c.B, c.T, c.Hq, c.dk}, 90, dt).permute({0, 2, 1, 3});
+    Tensor k = cudatest::randn_cpu({c.B, c.T, c.Hkv, c.dk}, 91, dt).permute({0, 2, 1, 3});
+    Tensor v = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dv + 8}, 92, dt).narrow(3, 8, c.dv);
+    ASSERT_FALSE(q.is_contiguous());
+    ASSERT_FALSE(v.is_contiguous());
+    Tensor out_ref, lse_ref;
+    std::tie(out_ref, lse_ref) = kernels::cpu::attention_forward(q.to(DType::F32), k.to(DType::F32), v.to(DType::F32), p);
+    for_each_impl([&] {
+      auto [out, lse] = kernels::attention_forward(q.to(gpu), k.to(gpu), v.to(gpu), p);
+      EXPECT_CUDA_CLOSE(out, out_ref, rtol_of(dt), "out");
+      EXPECT_CUDA_CLOSE(lse, lse_ref, rtol_of(dt), "lse");
+    });
+  }
 }
 
 TEST(CudaAttention, BackwardIsDeterministic) {
@@ -166,18 +204,59 @@ TEST(CudaAttention, BackwardIsDeterministic) {
   const Cfg c{3, 6, 2, 300, 64, 128, 64, 5};
   const AttentionParams p{0, c.window, c.meta};
   const Device gpu = Device::cuda();
-  for (DType dt : {DType::F32, DType::BF16}) {
-    Tensor q = cudatest::randn_cpu({c.B, c.Hq, c.T, c.dk}, 11, dt).to(gpu);
-    Tensor k = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dk}, 12, dt).to(gpu);
-    Tensor v = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dv}, 13, dt).to(gpu);
-    Tensor dout = cudatest::randn_cpu({c.B, c.Hq, c.T, c.dv}, 14, dt).to(gpu);
-    auto [out, lse] = kernels::attention_forward(q, k, v, p);
-    auto a = kernels::attention_backward(dout, q, k, v, out, lse, p);
-    auto b = kernels::attention_backward(dout, q, k, v, out, lse, p);
-    EXPECT_EQ(std::get<0>(a).to_vector<float>(), std::get<0>(b).to_vector<float>()) << dtype_name(dt);
-    EXPECT_EQ(std::get<1>(a).to_vector<float>(), std::get<1>(b).to_vector<float>()) << dtype_name(dt);
-    EXPECT_EQ(std::get<2>(a).to_vector<float>(), std::get<2>(b).to_vector<float>()) << dtype_name(dt);
-  }
+  for_each_impl([&] {
+    for (DType dt : {DType::F32, DType::BF16}) {
+      Tensor q = cudatest::randn_cpu({c.B, c.Hq, c.T, c.dk}, 11, dt).to(gpu);
+      Tensor k = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dk}, 12, dt).to(gpu);
+      Tensor v = cudatest::randn_cpu({c.B, c.Hkv, c.T, c.dv}, 13, dt).to(gpu);
+      Tensor dout = cudatest::randn_cpu({c.B, c.Hq, c.T, c.dv}, 14, dt).to(gpu);
+      auto [out, lse] = kernels::attention_forward(q, k, v, p);
+      auto a = kernels::attention_backward(dout, q, k, v, out, lse, p);
+      auto b = kernels::attention_backward(dout, q, k, v, out, lse, p);
+      EXPECT_EQ(std::get<0>(a).to_vector<float>(), std::get<0>(b).to_vector<float>()) << dtype_name(dt);
+      EXPECT_EQ(std::get<1>(a).to_vector<float>(), std::get<1>(b).to_vector<float>()) << dtype_name(dt);
+      EXPECT_EQ(std::get<2>(a).to_vector<float>(), std::get<2>(b).to_vector<float>()) << dtype_name(dt);
+    }
+  });
+}
+
+// The shapes the mma.sync kernels take (bf16; head dims multiples of 8 up to 128, padded to 64
+// or 128 in the kernels): Hymba's (64, 128), (128, 128), (64, 64), and (40, 24) whose padded
+// columns must stay out of the result. T from one row to several 64-row tiles (1000: windows
+// of one and four tiles, meta prefixes spanning 0, 1 and 2 key tiles), windows from self-only
+// to wider than T, meta prefixes longer than the sequence; Hq = Hkv, GQA (6 / 2 and 25 / 5),
+// batch 1 and 3. The backward cases cycle through every combination of requested gradients.
+std::vector<Cfg> mma_configs() {
+  const int64_t dims[4][2] = {{64, 128}, {128, 128}, {40, 24}, {64, 64}};
+  std::vector<Cfg> out;
+  int i = 0;
+  for (int64_t T : {1, 17, 100, 300})
+    for (int64_t W : {-1, 0, 64, 255})
+      for (int64_t M : {0, 5, 128}) {
+        // sel = 12 T_index + 3 W_index + M_index; the shifts keep head layout and dims from
+        // riding along with one value of M or W.
+        const int sel = i++;
+        const int64_t B = sel % 2 ? 1 : 3;
+        int64_t Hq = 2, Hkv = 2;
+        const int heads = (sel + sel / 3) % 3;
+        if (heads == 0) Hq = 6;
+        if (heads == 2 && T <= 17) Hq = 25, Hkv = 5;
+        const int64_t* d = dims[(sel / 3 + sel / 12) % 4];
+        out.push_back({B, Hq, Hkv, T, d[0], d[1], W, M});
+      }
+  out.push_back({1, 4, 2, 1000, 64, 128, 64, 0});
+  out.push_back({1, 2, 2, 1000, 128, 128, 255, 5});
+  out.push_back({1, 4, 2, 1000, 40, 24, 64, 128});
+  out.push_back({1, 2, 1, 1000, 64, 128, 255, 128});
+  out.push_back({1, 2, 2, 1000, 64, 64, -1, 5});
+  return out;
+}
+
+TEST(CudaAttention, MmaShapesBF16) {
+  HYMBA_REQUIRE_GPU();
+  uint64_t seed = 7000;
+  int i = 0;
+  for (const Cfg& c : mma_configs()) check_case(c, DType::BF16, seed += 10, kNeeds[i++ % 6]);
 }
 
 // ---- decode ----
@@ -253,7 +332,6 @@ TEST(CudaAttention, DecodeEqualsForwardRows) {
   Tensor q = cudatest::randn_cpu({B, Hq, T, dk}, 500).to(gpu);
   Tensor k = cudatest::randn_cpu({B, Hkv, T, dk}, 501).to(gpu);
   Tensor v = cudatest::randn_cpu({B, Hkv, T, dv}, 502).to(gpu);
-  auto [out, lse] = kernels::attention_forward(q, k, v, p);
   std::vector<int64_t> kpos, qpos;
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t j = 0; j < T; ++j) kpos.push_back(j);
@@ -261,7 +339,10 @@ TEST(CudaAttention, DecodeEqualsForwardRows) {
   }
   Tensor got = kernels::attention_decode(q.narrow(2, T - Tq, Tq), k, v, from_vector<int64_t>(qpos, {B, Tq}).to(gpu),
                                          from_vector<int64_t>(kpos, {B, T}).to(gpu), p);
-  EXPECT_CUDA_CLOSE(got, out.narrow(2, T - Tq, Tq), 1e-4, "decode vs forward rows");
+  for_each_impl([&] {
+    auto [out, lse] = kernels::attention_forward(q, k, v, p);
+    EXPECT_CUDA_CLOSE(got, out.narrow(2, T - Tq, Tq), 1e-4, "decode vs forward rows");
+  });
 }
 
 }  // namespace
