@@ -15,7 +15,15 @@
 // grad is a 0-dim tensor (the gradient of a reduced loss, the same for every row) or one
 // value per row (reduction None); scale is 1/count for a mean, 1 otherwise. Ignored rows get
 // a zero gradient. Targets outside [0, V) other than ignore_index throw, naming the target,
-// its row and V. Row sums are accumulated in double; the loss has the logits' dtype.
+// its row and V. The loss and the stats are fp32 (f64 for f64 logits) whatever the logits'
+// storage dtype: bf16 logits (CUDA) give an f32 loss. grad has the loss's dtype (the logits'
+// dtype is accepted too).
+//
+// cross_entropy_forward_backward is the training path: one read of the logits gives the
+// loss, the stats and dlogits = d(loss)/d(logits) for an upstream gradient of 1 (with the
+// 1/count of Mean, one per row for None), so no second pass over the logits is needed and
+// the logits need not be kept for backward. The chain rule for another upstream gradient g
+// is then dlogits * g (per row for None).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +46,10 @@ struct CrossEntropyForward {
   // 1e4, where one f32 ulp is 1e-3. f64 for f64 logits, f32 otherwise.
   Tensor stats;
   int64_t count = 0;  // rows whose target is not ignore_index
+};
+
+struct CrossEntropyForwardBackward : CrossEntropyForward {
+  Tensor dlogits;  // logits' dtype and shape; zero rows where the target is ignore_index
 };
 
 // Argument checks and saved-stats layout shared by the CPU and CUDA kernels. Each backend
@@ -89,7 +101,9 @@ inline void check_xent_backward(const char* op, const Tensor& grad, const Tensor
                                 const Tensor& stats) {
   HYMBA_CHECK(grad.defined() && (grad.dim() == 0 || grad.shape() == targets.shape()), op, ": gradient ",
               grad.meta_str(), " must be 0-dim or have the targets' shape ", shape_str(targets.shape()));
-  check_same_dtype(op, grad, logits);
+  HYMBA_CHECK(grad.dtype() == stat_dtype(logits.dtype()) || grad.dtype() == logits.dtype(), op, ": gradient ",
+              grad.meta_str(), " must have the loss's dtype ", dtype_name(stat_dtype(logits.dtype())),
+              " (or the logits' dtype ", dtype_name(logits.dtype()), ")");
   check_same_device(op, grad, logits);
   HYMBA_CHECK(stats.defined() && stats.shape() == stats_shape(targets) && stats.dtype() == stat_dtype(logits.dtype()),
               op, ": saved stats ", stats.meta_str(), " does not match logits ", logits.meta_str(), " (expected ",
@@ -108,11 +122,13 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
                                           LossReduction reduction);
 Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                               int64_t ignore_index, double scale);
+CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
+                                                           int64_t ignore_index, LossReduction reduction);
 }  // namespace cpu
 
 #ifdef HYMBA_WITH_CUDA
-// kernels/cuda/softmax_xent.cu: also bf16 (fp32 math, f32 stats). cross_entropy_forward
-// returns `count` on the host: each call makes one small device-to-host copy, which also
+// kernels/cuda/softmax_xent.cu: also bf16 (fp32 math, f32 stats and loss). The cross-entropy
+// ops return `count` on the host: each call makes one small device-to-host copy, which also
 // carries the target range check; cross_entropy_backward reads back one flag for its check.
 namespace cuda {
 Tensor softmax_forward(const Tensor& x, int64_t dim);
@@ -123,6 +139,8 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
                                           LossReduction reduction);
 Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                               int64_t ignore_index, double scale);
+CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
+                                                           int64_t ignore_index, LossReduction reduction);
 }  // namespace cuda
 #endif
 
@@ -146,6 +164,11 @@ inline CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Ten
 inline Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets,
                                      const Tensor& stats, int64_t ignore_index, double scale) {
   return HYMBA_DISPATCH(logits.device(), cross_entropy_backward, grad, logits, targets, stats, ignore_index, scale);
+}
+inline CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
+                                                                  int64_t ignore_index = -100,
+                                                                  LossReduction reduction = LossReduction::Mean) {
+  return HYMBA_DISPATCH(logits.device(), cross_entropy_forward_backward, logits, targets, ignore_index, reduction);
 }
 
 }  // namespace hymba::kernels

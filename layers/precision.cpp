@@ -26,6 +26,7 @@ Tensor cast_like(const Tensor& p, const Tensor& like) {
 }
 
 Tensor loss_logits(const Tensor& logits) {
+  if (logits.dtype() == DType::BF16 && logits.device().is_cuda()) return logits;
   if (logits.dtype() == DType::BF16 || logits.dtype() == DType::F16) return cast(logits, DType::F32);
   return logits;
 }

@@ -14,8 +14,11 @@
 //   cast_like(p, x): a small parameter (norm weight, conv weight, A, D, dt bias) in the dtype
 //                    of the activation it is combined with: the kernels take one dtype per
 //                    call and compute in fp32 internally.
-//   loss_logits(l):  16-bit logits widened to f32 for the cross entropy, so the loss value
-//                    and its gradient scale are fp32 (the CPU kernels take only f32/f64).
+//   loss_logits(l):  logits as the cross entropy takes them. The loss and its statistics
+//                    are fp32 in every case: the CUDA kernel reads bf16 logits as they are
+//                    (fp32 math, fp32 loss, bf16 dlogits), so no fp32 copy of the (tokens x
+//                    vocab) logits is made; only where the kernel cannot take the dtype (f16
+//                    anywhere, bf16 on the CPU, whose kernels take f32/f64) are they widened.
 // With no compute dtype set all three return their input: the graph is exactly the one
 // without mixed precision (bit-identical results).
 //

@@ -246,8 +246,8 @@ StepStats Trainer::train_step() {
       auto tfirst = batch.targets.begin() + m * mb * L;
       Tensor ids = from_vector(std::vector<int32_t>(first, first + mb * L), {mb, L}, DType::I32).to(device_);
       Tensor tgt = from_vector(std::vector<int32_t>(tfirst, tfirst + mb * L), {mb, L}, DType::I32).to(device_);
-      // model_loss casts the LM head and takes the loss from f32 logits; without a compute
-      // dtype Model::loss is the same computation.
+      // model_loss casts the LM head and takes an fp32 loss from the logits (bf16 on CUDA, read
+      // as they are); without a compute dtype Model::loss is the same computation.
       Tensor loss = compute_dtype_ ? model_loss(*model_, ids, tgt) : model_->loss(ids, tgt);
       const double lv = loss.item();
       loss_sum += lv * double(n);

@@ -1,6 +1,7 @@
 #include "autograd/ops/softmax_xent.h"
 
 #include "autograd/node.h"
+#include "kernels/elementwise.h"
 
 namespace hymba {
 
@@ -39,21 +40,29 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   return y;
 }
 
+// The forward already wrote dlogits for an upstream gradient of 1 (kernels/softmax_xent.h
+// cross_entropy_forward_backward), so backward is the chain rule's product with the incoming
+// gradient: nothing, when that is exactly 1 (the usual loss.backward()), else one multiply.
+// Neither the logits nor the targets are kept.
 struct CrossEntropyBackward final : Node {
-  Tensor logits, targets, stats;
-  int64_t ignore_index = -100;
-  double scale = 1.0;  // 1/count for a mean
+  Tensor dlogits;
+  bool per_row = false;  // reduction None: the incoming gradient has one value per row
   const char* name() const override { return "CrossEntropyBackward"; }
   tensor_list apply(tensor_list&& grads) override {
-    return {kernels::cross_entropy_backward(grads[0], autograd::unpack(logits, *this),
-                                            autograd::unpack(targets, *this), autograd::unpack(stats, *this),
-                                            ignore_index, scale)};
+    const Tensor& d = autograd::unpack(dlogits, *this);
+    const Tensor& g = grads[0];
+    if (per_row) {
+      // One value per row, broadcast along the class dim; in dlogits' dtype, as the kernels
+      // take one dtype per call.
+      return {kernels::binary(kernels::BinaryOp::Mul, d, g.to(d.dtype()).unsqueeze(-1))};
+    }
+    // One read of a 0-dim value (a device sync on CUDA, once per step) saves a pass over the
+    // (rows x V) gradient in the common case.
+    const double gv = g.item();
+    if (gv == 1.0) return {d};
+    return {kernels::scalar(kernels::ScalarOp::Mul, d, gv)};
   }
-  void release_saved() override {
-    logits = Tensor();
-    targets = Tensor();
-    stats = Tensor();
-  }
+  void release_saved() override { dlogits = Tensor(); }
 };
 
 }  // namespace
@@ -62,20 +71,19 @@ Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, LossReduction reduction) {
-  kernels::CrossEntropyForward f;
+  if (!autograd::compute_requires_grad({logits})) {
+    NoGradGuard ng;
+    return kernels::cross_entropy_forward(logits, targets, ignore_index, reduction).loss;
+  }
+  kernels::CrossEntropyForwardBackward f;
   {
     NoGradGuard ng;
-    f = kernels::cross_entropy_forward(logits, targets, ignore_index, reduction);
+    f = kernels::cross_entropy_forward_backward(logits, targets, ignore_index, reduction);
   }
-  if (autograd::compute_requires_grad({logits})) {
-    auto node = std::make_shared<CrossEntropyBackward>();
-    node->logits = autograd::save(logits);
-    node->targets = autograd::save(targets);
-    node->stats = f.stats;
-    node->ignore_index = ignore_index;
-    node->scale = reduction == LossReduction::Mean ? (f.count > 0 ? 1.0 / double(f.count) : 0.0) : 1.0;
-    autograd::set_history(node, {logits}, {f.loss});
-  }
+  auto node = std::make_shared<CrossEntropyBackward>();
+  node->dlogits = autograd::save(f.dlogits);
+  node->per_row = reduction == LossReduction::None && f.loss.dim() > 0;
+  autograd::set_history(node, {logits}, {f.loss});
   return f.loss;
 }
 

@@ -18,6 +18,10 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // default) averages over the counted rows and is 0, not NaN, when none count; Sum adds them;
 // None returns the per-row losses with the targets' shape (0 on ignored rows), for scoring.
 // A target outside [0, V) other than ignore_index throws, naming the target and V.
+// The loss is fp32 for f32 and (CUDA) bf16 logits, f64 for f64. When logits require grad the
+// forward also writes d(loss)/d(logits) (kernels' cross_entropy_forward_backward, one read of
+// the logits) and the node keeps only that: backward hands it on as it is when the incoming
+// gradient is exactly 1, else multiplies it once (per row for None).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      LossReduction reduction = LossReduction::Mean);
 

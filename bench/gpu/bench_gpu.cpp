@@ -483,6 +483,20 @@ void bench_fused(Bench& b, const Sizes& s, DType dt) {
       K::cross_entropy_backward(grad, logits, tg, f.stats, -100, 1.0 / double(std::max<int64_t>(f.count, 1)));
     });
   });
+  // The fused op the training loss uses: one read of the logits, dlogits written in the same
+  // pass (the row stays in shared memory); its dlogits checked against the two-kernel path.
+  b.run("cross_entropy fused fwd+bwd", dims({rows, v}), dt, [&](Row& r) {
+    Tensor logits = randn_gpu({rows, v}, dt, 10, 0.0, 2.0), tg = targets();
+    memory_bound(b, r, xent_fwd_bytes(rows, v, es) + double(rows) * double(v) * es,
+                 [&] { K::cross_entropy_forward_backward(logits, tg); });
+    if (r.ours_ms) {
+      const Tensor got = K::cross_entropy_forward_backward(logits, tg).dlogits;
+      const K::CrossEntropyForward f = K::cross_entropy_forward(logits, tg);
+      const Tensor want = K::cross_entropy_backward(scalar_tensor(1.0, TensorOptions(dt, kGpu)), logits, tg, f.stats,
+                                                    -100, 1.0 / double(std::max<int64_t>(f.count, 1)));
+      compare(b, r, "dlogits", got, want, dt == DType::BF16 ? 2e-2 : 1e-4);
+    }
+  });
 }
 
 void bench_adamw(Bench& b, const Sizes& s) {

@@ -79,6 +79,38 @@ template <typename T>
   return s;
 }
 
+// Rows are scanned for their statistics in chunks of this many elements (8 KiB of f32): a
+// chunk's max and then its sum of exponentials read it while it is still in L1.
+constexpr int64_t kStatChunk = 2048;
+
+// (m, s) = (max x, sum exp(x - m)) of a row with one pass over it from memory: every chunk's
+// max and sum are merged into the running pair by the online rule (a larger max rescales the
+// running sum). A chunk of only -inf adds nothing; a row of only -inf ends as (-inf, 0),
+// whose log-sum-exp is -inf and whose loss is NaN, as in the two-pass forward.
+template <typename T>
+void online_row_stats(const T* x, int64_t n, T& m_out, double& s_out) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  T m = kNegInf;
+  double s = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += kStatChunk) {
+    const int64_t len = std::min(kStatChunk, n - j0);
+    const T mc = row_max(x + j0, len);
+    if (mc == kNegInf) continue;
+    const double sc = sum_exp(x + j0, mc, len);
+    if (m == kNegInf) {
+      m = mc;
+      s = sc;
+    } else if (mc > m) {
+      s = s * std::exp(double(m) - double(mc)) + sc;
+      m = mc;
+    } else {
+      s += sc * std::exp(double(mc) - double(m));
+    }
+  }
+  m_out = m;
+  s_out = s;
+}
+
 // The four softmax kernels work on contiguous rows along the last dim. Another dim is moved
 // last with a transpose and a copy: softmax over a non-last dim is rare in these models and
 // the copy keeps a single, vectorized row kernel.
@@ -309,6 +341,71 @@ Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, co
     });
   });
   return dl;
+}
+
+CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_in, const Tensor& targets,
+                                                           int64_t ignore_index, LossReduction reduction) {
+  const char* op = "cross_entropy_forward_backward";
+  auto [rows, v] = check_xent(op, logits_in, targets);
+  std::vector<int64_t> tg;
+  CrossEntropyForwardBackward out;
+  // The count comes first: Mean's 1/count scales dlogits as they are written.
+  out.count = read_targets(op, targets, v, ignore_index, tg);
+  const TensorOptions opts(logits_in.dtype(), logits_in.device());
+  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
+  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
+  out.dlogits = empty(logits_in.shape(), opts);
+  const double scale =
+      reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0;
+  std::vector<double> row_loss(size_t(rows), 0.0);
+  if (rows > 0) {
+    Tensor logits = logits_in.contiguous();
+    dispatch_float(logits.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+      const T* px = logits.data<T>();
+      S* ps = out.stats.data<S>();
+      T* pd = out.dlogits.data<T>();
+      const T gs = T(scale);
+      parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          T* d = pd + r * v;
+          const int64_t t = tg[size_t(r)];
+          if (t == ignore_index) {
+            ps[2 * r] = 0;
+            ps[2 * r + 1] = 0;
+            std::fill(d, d + v, T(0));
+            continue;
+          }
+          const T* xr = px + r * v;
+          T m;
+          double s;
+          online_row_stats(xr, v, m, s);
+          const double ls = std::log(s);
+          ps[2 * r] = S(m);
+          ps[2 * r + 1] = S(ls);
+          row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
+          // The row is still in cache from the statistics pass. The same formula as
+          // cross_entropy_backward with grad 1.
+          const T lt = T(ls);
+#pragma omp simd
+          for (int64_t j = 0; j < v; ++j) d[j] = exp_nonpos(T((xr[j] - m) - lt)) * gs;
+          d[t] -= gs;
+        }
+      });
+      if (reduction == LossReduction::None) {
+        T* pl = out.loss.data<T>();
+        for (int64_t r = 0; r < rows; ++r) pl[r] = T(row_loss[size_t(r)]);
+      }
+    });
+  }
+  if (reduction != LossReduction::None) {
+    double total = 0;
+    for (double l : row_loss) total += l;
+    if (reduction == LossReduction::Mean) total = out.count > 0 ? total / double(out.count) : 0.0;
+    out.loss.fill_(total);
+  }
+  return out;
 }
 
 }  // namespace hymba::kernels::cpu

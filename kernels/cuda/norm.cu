@@ -7,7 +7,11 @@
 // dw is deterministic without float atomics: every block accumulates its rows' dy*x*rstd
 // into its own row of a (blocks, D) buffer (each thread owns fixed columns), and a second
 // kernel adds the buffer's rows per column in block order. Rows are read with 16-byte
-// vectors when D and the pointers allow it.
+// vectors when D and the pointers allow it. When a row is at most cached_items() items per
+// thread (D up to 8k bf16 / 8k f32 on the vector path), each thread keeps its items of x and
+// dy in registers between the reduction and the dx pass (x and dy are read once), loads its
+// columns of w once per block, and sums its dw columns in registers, writing its partial row
+// once at the end instead of updating it in memory for every row.
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -20,6 +24,9 @@ constexpr int kMaxThreads = 512;
 // Row ranges that dw is reduced over: fixed, so dw's summation order depends only on the
 // shape, never on the GPU model. Bounds the partial buffer at kDwBlocks * D values.
 constexpr int64_t kDwBlocks = 512;
+// Items (16-byte vectors, or elements off the vector path) per thread that the register
+// backward holds: bounds its register use (no spills at 512 threads; 4 bf16 vectors spill).
+template <typename T> constexpr int cached_items() { return Vec16<T>::kN >= 8 ? 2 : 4; }
 
 using norm_check::stat_dtype;
 
@@ -51,6 +58,18 @@ __device__ __forceinline__ void store_items(T* row, int64_t j, bool vec, const a
     reinterpret_cast<Vec16<T>*>(row)[j] = v;
   } else {
     row[j] = store_acc<T>(in[0]);
+  }
+}
+
+// Item i's values to a compute-type row (the dw partial sums): kN of them on the vector
+// path, in[0] alone otherwise.
+template <typename A, int kN>
+__device__ __forceinline__ void store_acc_items(A* row, int64_t i, bool vec, const A (&in)[kN]) {
+  if (vec) {
+#pragma unroll
+    for (int e = 0; e < kN; ++e) row[i * kN + e] = in[e];
+  } else {
+    row[i] = in[0];
   }
 }
 
@@ -144,6 +163,100 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
+// Item i of a row as raw storage: a whole vector, or element i in slot 0 (the other slots
+// zero) off the vector path.
+template <typename T>
+__device__ __forceinline__ Vec16<T> load_raw(const T* row, int64_t i, bool vec) {
+  if (vec) return reinterpret_cast<const Vec16<T>*>(row)[i];
+  Vec16<T> v;
+  v.v[0] = row[i];
+#pragma unroll
+  for (int e = 1; e < Vec16<T>::kN; ++e) v.v[e] = store_acc<T>(acc_t<T>(0));
+  return v;
+}
+
+// rms_backward_kernel for rows of at most blockDim.x * kItems items: thread k's items are
+// threadIdx.x + q * blockDim.x (q < kItems), the same columns for every row, so x, dy and w
+// stay in registers and dw is summed there. The same arithmetic, in the same order per
+// element, as rms_backward_kernel.
+template <typename T, int kItems>
+__global__ void __launch_bounds__(kMaxThreads)
+    rms_backward_cached_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
+                               const acc_t<T>* __restrict__ rstd, T* __restrict__ dx, acc_t<T>* __restrict__ partial,
+                               int64_t rows, int64_t d, int64_t nblocks, bool vec) {
+  using A = acc_t<T>;
+  constexpr int kN = Vec16<T>::kN;
+  __shared__ A scratch[32];
+  const int64_t b = blockIdx.x;
+  const int64_t r_begin = rows * b / nblocks, r_end = rows * (b + 1) / nblocks;
+  const int64_t items = vec ? d / kN : d;
+  const int width = vec ? kN : 1;
+  Vec16<T> wv[kItems];
+  A acc[kItems][kN];
+#pragma unroll
+  for (int q = 0; q < kItems; ++q) {
+    const int64_t i = threadIdx.x + int64_t(q) * blockDim.x;
+    if (i < items) wv[q] = load_raw(w, i, vec);
+#pragma unroll
+    for (int e = 0; e < kN; ++e) acc[q][e] = A(0);
+  }
+  const double inv_d = 1.0 / double(d);
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const T* xr = x + r * d;
+    const T* gr = dy + r * d;
+    Vec16<T> xv[kItems], gv[kItems];
+#pragma unroll
+    for (int q = 0; q < kItems; ++q) {
+      const int64_t i = threadIdx.x + int64_t(q) * blockDim.x;
+      if (i < items) {
+        xv[q] = load_raw(xr, i, vec);
+        gv[q] = load_raw(gr, i, vec);
+      }
+    }
+    const double rs = double(rstd[r]);
+    A dot = 0;
+    if (dx) {  // uniform over the block: block_sum's barriers are reached by every thread
+#pragma unroll
+      for (int q = 0; q < kItems; ++q) {
+        const int64_t i = threadIdx.x + int64_t(q) * blockDim.x;
+        if (i < items) {
+#pragma unroll
+          for (int e = 0; e < kN; ++e)
+            if (e < width) dot += load_acc(wv[q].v[e]) * load_acc(gv[q].v[e]) * load_acc(xv[q].v[e]);
+        }
+      }
+      dot = block_sum(dot, scratch);
+    }
+    const A a = A(rs);
+    const A c = A(rs * rs * rs * double(dot) * inv_d);
+#pragma unroll
+    for (int q = 0; q < kItems; ++q) {
+      const int64_t i = threadIdx.x + int64_t(q) * blockDim.x;
+      if (i >= items) continue;
+      if (dx) {
+        A out[kN];
+#pragma unroll
+        for (int e = 0; e < kN; ++e)
+          out[e] = a * load_acc(wv[q].v[e]) * load_acc(gv[q].v[e]) - c * load_acc(xv[q].v[e]);
+        store_items<T, kN>(dx + r * d, i, vec, out);
+      }
+      if (partial) {
+#pragma unroll
+        for (int e = 0; e < kN; ++e)
+          if (e < width) acc[q][e] += load_acc(gv[q].v[e]) * load_acc(xv[q].v[e]) * a;
+      }
+    }
+  }
+  if (partial) {
+    A* prow = partial + b * d;
+#pragma unroll
+    for (int q = 0; q < kItems; ++q) {
+      const int64_t i = threadIdx.x + int64_t(q) * blockDim.x;
+      if (i < items) store_acc_items(prow, i, vec, acc[q]);
+    }
+  }
+}
+
 // dw[j] = sum over b of partial[b, j], in b order.
 template <typename T>
 __global__ void column_sum_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ dw, int64_t nblocks,
@@ -208,9 +321,15 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& dy_in, const Tensor& 
     T* pdx = need_dx ? ptr_of<T>(dx) : nullptr;
     A* pp = need_dw ? ptr_of<A>(partial) : nullptr;
     const bool vec = d % kN == 0 && aligned16(px) && aligned16(pw) && aligned16(pdy) && (!pdx || aligned16(pdx));
-    const int threads = row_block_threads(vec ? d / kN : d, 1, kMaxThreads);
-    rms_backward_kernel<T><<<unsigned(nblocks), threads, 0, stream()>>>(pdy, px, pw, ptr_of<const A>(rstd), pdx,
-                                                                          pp, rows, d, nblocks, vec);
+    const int64_t items = vec ? d / kN : d;
+    const int threads = row_block_threads(items, 1, kMaxThreads);
+    if (items <= int64_t(threads) * cached_items<T>()) {
+      rms_backward_cached_kernel<T, cached_items<T>()><<<unsigned(nblocks), threads, 0, stream()>>>(
+          pdy, px, pw, ptr_of<const A>(rstd), pdx, pp, rows, d, nblocks, vec);
+    } else {
+      rms_backward_kernel<T><<<unsigned(nblocks), threads, 0, stream()>>>(pdy, px, pw, ptr_of<const A>(rstd), pdx,
+                                                                            pp, rows, d, nblocks, vec);
+    }
     HYMBA_CUDA_CHECK_LAUNCH(op, " ", x_in.meta_str());
     if (need_dw) {
       column_sum_kernel<T><<<grid_for(d, 256), 256, 0, stream()>>>(pp, ptr_of<T>(dw), nblocks, d);

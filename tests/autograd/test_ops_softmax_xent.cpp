@@ -7,6 +7,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
+#include "autograd/ops/elementwise.h"
 #include "autograd/ops/softmax_xent.h"
 #include "core/rng.h"
 
@@ -149,4 +150,76 @@ TEST(CrossEntropyGrad, NodesAndErrors) {
     EXPECT_THAT(e.what(), HasSubstr("target 3"));
     EXPECT_THAT(e.what(), HasSubstr("3 classes"));
   }
+}
+
+// cross_entropy's backward uses the dlogits its forward wrote (the fused kernel): the gradient
+// must equal the separate backward kernel's for the same upstream gradient, whether that is
+// exactly 1 (returned as is), another scalar (loss * 0.25), or one value per row (None).
+TEST(CrossEntropyGrad, FusedGradientEqualsSeparateBackwardKernel) {
+  Generator g(7);
+  Tensor targets = from_vector<int64_t>({4, -100, 0, 2, 9, -100, 1}, {7});
+  for (DType dt : {DType::F64, DType::F32}) {
+    const double tol = dt == DType::F64 ? 1e-14 : 1e-7;
+    for (LossReduction red : {LossReduction::Mean, LossReduction::Sum, LossReduction::None}) {
+      for (double upstream : {1.0, 0.25}) {
+        const std::string what = str(dtype_name(dt), " reduction ", int(red), " upstream ", upstream);
+        Tensor logits;
+        {
+          NoGradGuard ng;
+          logits = randn({7, 10}, dt, &g, 0.0, 2.0);
+        }
+        logits.set_requires_grad(true);
+        Tensor loss = cross_entropy(logits, targets, -100, red);
+        // None: a different gradient per row (and the upstream factor).
+        Tensor row_grad = red == LossReduction::None ? rand({7}, dt, &g, 0.5, 2.0) * upstream
+                                                     : full({}, upstream, dt);
+        if (red == LossReduction::None)
+          loss.backward(row_grad);
+        else
+          (loss * upstream).backward();
+        kernels::CrossEntropyForward f;
+        {
+          NoGradGuard ng;
+          f = kernels::cross_entropy_forward(logits.detach(), targets, -100, red);
+        }
+        const double scale = red == LossReduction::Mean ? 1.0 / double(f.count) : 1.0;
+        std::vector<double> want =
+            kernels::cross_entropy_backward(row_grad.detach(), logits.detach(), targets, f.stats, -100, scale)
+                .to_vector<double>();
+        std::vector<double> got = logits.grad().to_vector<double>();
+        ASSERT_EQ(got.size(), want.size()) << what;
+        for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], tol) << what << " at " << i;
+      }
+    }
+  }
+}
+
+// The saved dlogits are handed out as the gradient when the upstream gradient is 1: a second
+// backward through a retained graph must see them unchanged, and a freed graph must fail.
+TEST(CrossEntropyGrad, RetainedGraphGivesTheSameGradientTwice) {
+  Generator g(8);
+  Tensor logits = param({3, 5}, g);
+  Tensor targets = from_vector<int64_t>({1, 4, 0}, {3});
+  Tensor loss = cross_entropy(logits, targets);
+  loss.backward(Tensor(), /*retain_graph=*/true);
+  std::vector<double> first = logits.grad().to_vector<double>();
+  loss.backward();
+  std::vector<double> second = logits.grad().to_vector<double>();
+  ASSERT_EQ(second.size(), first.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_NEAR(second[i], 2 * first[i], 1e-15) << i;
+  EXPECT_THROW(loss.backward(), Error);
+  // Without requires-grad no node is recorded.
+  Tensor plain = randn({3, 5}, DType::F64);
+  EXPECT_EQ(cross_entropy(plain, targets).grad_fn(), nullptr);
+}
+
+// None with a single row (0-dim targets): the gradient of a 0-dim loss takes the scalar path.
+TEST(CrossEntropyGrad, NoneReductionOfOneRow) {
+  Generator g(9);
+  Tensor logits = param({6}, g);
+  Tensor target = from_vector<int64_t>({2}, {});
+  auto r = gradcheck(
+      [](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1], -100, LossReduction::None); },
+      {logits, target});
+  EXPECT_TRUE(r.ok) << r.message;
 }

@@ -86,6 +86,31 @@ TEST(CudaNorm, ManyRowsAndStridedInput) {
   EXPECT_EQ(dw_a.to(Device::cpu()).to_vector<float>(), dw_b.to(Device::cpu()).to_vector<float>());
 }
 
+// Backward rows held in registers with several items per thread (f32 D 6000: 1500 vectors
+// over 512 threads; bf16 D 8192: 1024 vectors, the most it holds) and more rows than dw
+// blocks (each block sums several rows' dw in registers), and rows just past that limit (bf16
+// D 8200, f32 D 8196) on the two-read kernel; every output subset against the CPU.
+TEST(CudaNorm, BackwardRowsInRegistersAndPastTheirLimit) {
+  HYMBA_REQUIRE_GPU();
+  const std::vector<std::pair<DType, Shape>> cases = {{DType::F32, {600, 6000}}, {DType::BF16, {530, 8192}},
+                                                      {DType::BF16, {3, 8200}},  {DType::F32, {3, 8196}},
+                                                      {DType::F64, {520, 1000}}, {DType::BF16, {515, 136}}};
+  for (const auto& [dt, s] : cases) {
+    const DType rd = ref_dtype(dt);
+    Tensor x = randn_cpu(s, 12, dt), w = randn_cpu({s.back()}, 13, dt), dy = randn_cpu(s, 14, dt);
+    auto [y_ref, rstd_ref] = kernels::cpu::rms_norm_forward(x.to(rd), w.to(rd), kEps);
+    auto [dx_ref, dw_ref] = kernels::cpu::rms_norm_backward(dy.to(rd), x.to(rd), w.to(rd), rstd_ref, true, true);
+    Tensor xc = x.to(Device::cuda()), wc = w.to(Device::cuda()), dyc = dy.to(Device::cuda());
+    Tensor rstd = std::get<1>(kernels::rms_norm_forward(xc, wc, kEps));
+    for (auto [need_dx, need_dw] : {std::pair{true, true}, std::pair{true, false}, std::pair{false, true}}) {
+      const std::string what = str(dtype_name(dt), shape_str(s), " dx=", need_dx, " dw=", need_dw);
+      auto [dx, dw] = kernels::rms_norm_backward(dyc, xc, wc, rstd, need_dx, need_dw);
+      if (need_dx) EXPECT_CUDA_CLOSE(dx, dx_ref, rtol_for(dt), "rms_norm dx " + what);
+      if (need_dw) EXPECT_CUDA_CLOSE(dw, dw_ref, rtol_for(dt), "rms_norm dw " + what);
+    }
+  }
+}
+
 TEST(CudaNorm, EmptyRowsAndBadInputs) {
   HYMBA_REQUIRE_GPU();
   Tensor x = zeros({0, 8}, TensorOptions(DType::F32, Device::cuda()));

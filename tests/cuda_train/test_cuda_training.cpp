@@ -94,7 +94,7 @@ TEST(CudaTraining, Bf16LossCurveTracksFp32) {
       PrecisionGuard g(DType::BF16);
       EXPECT_EQ(model_logits(m16, ids).dtype(), DType::BF16);
       Tensor l16 = model_loss(m16, ids, tgt);
-      EXPECT_EQ(l16.dtype(), DType::F32);  // the loss is taken from f32 logits
+      EXPECT_EQ(l16.dtype(), DType::F32);  // fp32 loss; the kernel reads the bf16 logits as they are
       l16.backward();
       c16.push_back(l16.item());
       o16.clip_grad_norm_(1.0);
