@@ -230,6 +230,73 @@ int64_t read_targets(const char* op, const Tensor& targets, int64_t v, int64_t i
   return count;
 }
 
+// The row pass behind both entry points: the statistics of each row in one online pass and,
+// with_grad, dlogits for an upstream gradient of 1 while the row is still in cache.
+CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, const Tensor& targets,
+                                      int64_t ignore_index, LossReduction reduction, bool with_grad) {
+  auto [rows, v] = check_xent(op, logits_in, targets);
+  std::vector<int64_t> tg;
+  CrossEntropyForwardBackward out;
+  // The count comes first: Mean's 1/count scales dlogits as they are written.
+  out.count = read_targets(op, targets, v, ignore_index, tg);
+  const TensorOptions opts(logits_in.dtype(), logits_in.device());
+  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
+  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
+  if (with_grad) out.dlogits = empty(logits_in.shape(), opts);
+  const double scale =
+      reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0;
+  std::vector<double> row_loss(size_t(rows), 0.0);
+  if (rows > 0) {
+    Tensor logits = logits_in.contiguous();
+    dispatch_float(logits.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+      const T* px = logits.data<T>();
+      S* ps = out.stats.data<S>();
+      T* pd = with_grad ? out.dlogits.data<T>() : nullptr;
+      const T gs = T(scale);
+      parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          T* d = with_grad ? pd + r * v : nullptr;
+          const int64_t t = tg[size_t(r)];
+          if (t == ignore_index) {
+            ps[2 * r] = 0;
+            ps[2 * r + 1] = 0;
+            if (with_grad) std::fill(d, d + v, T(0));
+            continue;
+          }
+          const T* xr = px + r * v;
+          T m;
+          double s;
+          online_row_stats(xr, v, m, s);
+          const double ls = std::log(s);
+          ps[2 * r] = S(m);
+          ps[2 * r + 1] = S(ls);
+          row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
+          if (!with_grad) continue;
+          // The row is still in cache from the statistics pass. The same formula as
+          // cross_entropy_backward with grad 1.
+          const T lt = T(ls);
+#pragma omp simd
+          for (int64_t j = 0; j < v; ++j) d[j] = exp_nonpos(T((xr[j] - m) - lt)) * gs;
+          d[t] -= gs;
+        }
+      });
+      if (reduction == LossReduction::None) {
+        T* pl = out.loss.data<T>();
+        for (int64_t r = 0; r < rows; ++r) pl[r] = T(row_loss[size_t(r)]);
+      }
+    });
+  }
+  if (reduction != LossReduction::None) {
+    double total = 0;
+    for (double l : row_loss) total += l;
+    if (reduction == LossReduction::Mean) total = out.count > 0 ? total / double(out.count) : 0.0;
+    out.loss.fill_(total);
+  }
+  return out;
+}
+
 }  // namespace
 
 Tensor softmax_forward(const Tensor& x, int64_t dim) {
@@ -256,53 +323,8 @@ Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim) {
 
 CrossEntropyForward cross_entropy_forward(const Tensor& logits_in, const Tensor& targets, int64_t ignore_index,
                                           LossReduction reduction) {
-  const char* op = "cross_entropy";
-  auto [rows, v] = check_xent(op, logits_in, targets);
-  std::vector<int64_t> tg;
-  CrossEntropyForward out;
-  out.count = read_targets(op, targets, v, ignore_index, tg);
-  const TensorOptions opts(logits_in.dtype(), logits_in.device());
-  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
-  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
-  std::vector<double> row_loss(size_t(rows), 0.0);
-  if (rows > 0) {
-    Tensor logits = logits_in.contiguous();
-    dispatch_float(logits.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-      const T* px = logits.data<T>();
-      S* ps = out.stats.data<S>();
-      parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t t = tg[size_t(r)];
-          if (t == ignore_index) {
-            ps[2 * r] = 0;
-            ps[2 * r + 1] = 0;
-            continue;
-          }
-          const T* xr = px + r * v;
-          const T m = row_max(xr, v);
-          const double ls = std::log(sum_exp(xr, m, v));
-          ps[2 * r] = S(m);
-          ps[2 * r + 1] = S(ls);
-          // loss = lse - x[t] = (m - x[t]) + log s, with m - x[t] >= 0 computed exactly in
-          // double: finite for any finite logits.
-          row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
-        }
-      });
-      if (reduction == LossReduction::None) {
-        T* pl = out.loss.data<T>();
-        for (int64_t r = 0; r < rows; ++r) pl[r] = T(row_loss[size_t(r)]);
-      }
-    });
-  }
-  if (reduction != LossReduction::None) {
-    double total = 0;
-    for (double l : row_loss) total += l;
-    if (reduction == LossReduction::Mean) total = out.count > 0 ? total / double(out.count) : 0.0;
-    out.loss.fill_(total);
-  }
-  return out;
+  CrossEntropyForwardBackward f = xent_rows("cross_entropy", logits_in, targets, ignore_index, reduction, false);
+  return {f.loss, f.stats, f.count};
 }
 
 Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, const Tensor& targets,
@@ -345,67 +367,7 @@ Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, co
 
 CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_in, const Tensor& targets,
                                                            int64_t ignore_index, LossReduction reduction) {
-  const char* op = "cross_entropy_forward_backward";
-  auto [rows, v] = check_xent(op, logits_in, targets);
-  std::vector<int64_t> tg;
-  CrossEntropyForwardBackward out;
-  // The count comes first: Mean's 1/count scales dlogits as they are written.
-  out.count = read_targets(op, targets, v, ignore_index, tg);
-  const TensorOptions opts(logits_in.dtype(), logits_in.device());
-  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
-  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
-  out.dlogits = empty(logits_in.shape(), opts);
-  const double scale =
-      reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0;
-  std::vector<double> row_loss(size_t(rows), 0.0);
-  if (rows > 0) {
-    Tensor logits = logits_in.contiguous();
-    dispatch_float(logits.dtype(), op, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-      const T* px = logits.data<T>();
-      S* ps = out.stats.data<S>();
-      T* pd = out.dlogits.data<T>();
-      const T gs = T(scale);
-      parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          T* d = pd + r * v;
-          const int64_t t = tg[size_t(r)];
-          if (t == ignore_index) {
-            ps[2 * r] = 0;
-            ps[2 * r + 1] = 0;
-            std::fill(d, d + v, T(0));
-            continue;
-          }
-          const T* xr = px + r * v;
-          T m;
-          double s;
-          online_row_stats(xr, v, m, s);
-          const double ls = std::log(s);
-          ps[2 * r] = S(m);
-          ps[2 * r + 1] = S(ls);
-          row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
-          // The row is still in cache from the statistics pass. The same formula as
-          // cross_entropy_backward with grad 1.
-          const T lt = T(ls);
-#pragma omp simd
-          for (int64_t j = 0; j < v; ++j) d[j] = exp_nonpos(T((xr[j] - m) - lt)) * gs;
-          d[t] -= gs;
-        }
-      });
-      if (reduction == LossReduction::None) {
-        T* pl = out.loss.data<T>();
-        for (int64_t r = 0; r < rows; ++r) pl[r] = T(row_loss[size_t(r)]);
-      }
-    });
-  }
-  if (reduction != LossReduction::None) {
-    double total = 0;
-    for (double l : row_loss) total += l;
-    if (reduction == LossReduction::Mean) total = out.count > 0 ? total / double(out.count) : 0.0;
-    out.loss.fill_(total);
-  }
-  return out;
+  return xent_rows("cross_entropy_forward_backward", logits_in, targets, ignore_index, reduction, true);
 }
 
 }  // namespace hymba::kernels::cpu
