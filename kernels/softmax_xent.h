@@ -20,10 +20,10 @@
 // dtype is accepted too).
 //
 // cross_entropy_forward_backward is the training path: one read of the logits gives the
-// loss, the stats and dlogits = d(loss)/d(logits) for an upstream gradient of 1 (with the
-// 1/count of Mean, one per row for None), so no second pass over the logits is needed and
-// the logits need not be kept for backward. The chain rule for another upstream gradient g
-// is then dlogits * g (per row for None).
+// loss, the stats and dlogits = d(loss)/d(logits) for an upstream gradient of grad_scale
+// (the same for every row; with the 1/count of Mean), so no second pass over the logits is
+// needed and the logits need not be kept for backward. The chain rule for another upstream
+// gradient g is then dlogits * g / grad_scale (per row for None).
 #pragma once
 
 #include <cstdint>
@@ -123,7 +123,8 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                               int64_t ignore_index, double scale);
 CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
-                                                           int64_t ignore_index, LossReduction reduction);
+                                                           int64_t ignore_index, LossReduction reduction,
+                                                           double grad_scale);
 }  // namespace cpu
 
 #ifdef HYMBA_WITH_CUDA
@@ -140,7 +141,8 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                               int64_t ignore_index, double scale);
 CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
-                                                           int64_t ignore_index, LossReduction reduction);
+                                                           int64_t ignore_index, LossReduction reduction,
+                                                           double grad_scale);
 }  // namespace cuda
 #endif
 
@@ -167,8 +169,10 @@ inline Tensor cross_entropy_backward(const Tensor& grad, const Tensor& logits, c
 }
 inline CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits, const Tensor& targets,
                                                                   int64_t ignore_index = -100,
-                                                                  LossReduction reduction = LossReduction::Mean) {
-  return HYMBA_DISPATCH(logits.device(), cross_entropy_forward_backward, logits, targets, ignore_index, reduction);
+                                                                  LossReduction reduction = LossReduction::Mean,
+                                                                  double grad_scale = 1.0) {
+  return HYMBA_DISPATCH(logits.device(), cross_entropy_forward_backward, logits, targets, ignore_index, reduction,
+                        grad_scale);
 }
 
 }  // namespace hymba::kernels

@@ -94,11 +94,11 @@ Tensor Model::loss(const Tensor& ids) const {
   return loss(ids, targets);
 }
 
-Tensor Model::loss(const Tensor& ids, const Tensor& targets) const {
+Tensor Model::loss(const Tensor& ids, const Tensor& targets, double scale) const {
   check_ids(ids);
   HYMBA_CHECK(targets.defined() && targets.shape() == ids.shape(), "Model::loss: targets ",
               targets.defined() ? shape_str(targets.shape()) : "undefined", " must match ids ", shape_str(ids.shape()));
-  return cross_entropy(loss_logits(forward(ids)), targets, -100);
+  return cross_entropy(loss_logits(forward(ids)), targets, -100, LossReduction::Mean, scale);
 }
 
 Tensor Model::prefill(const Tensor& ids, InferenceCache& cache, const std::vector<int64_t>& lengths) const {

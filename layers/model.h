@@ -53,8 +53,9 @@ class Model : public Module {
   // positions, ignore index -100.
   Tensor loss(const Tensor& ids) const;
   // With explicit targets (B, L), already aligned: targets[:, t] is what position t predicts
-  // (-100 ignores it; SFT masks prompts this way).
-  Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // (-100 ignores it; SFT masks prompts this way). `scale` multiplies the loss inside the
+  // cross entropy (a micro-batch's weight in its step; see cross_entropy).
+  Tensor loss(const Tensor& ids, const Tensor& targets, double scale = 1.0) const;
 
   // ---- generation (no graph; caches in layers/inference_cache.h) ----
   // Prefill: ids (B, L), left-padded: row b's prompt is its last lengths[b] ids (lengths

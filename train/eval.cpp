@@ -26,10 +26,10 @@ Tensor model_logits(const Model& model, const Tensor& ids) {
   return linear(model.hidden_states(ids), compute_cast(model.head_weight()));
 }
 
-Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets) {
+Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets, double scale) {
   HYMBA_CHECK(targets.defined() && targets.shape() == ids.shape(), "model_loss: targets ",
               targets.defined() ? shape_str(targets.shape()) : "undefined", " must match ids ", shape_str(ids.shape()));
-  return cross_entropy(loss_logits(model_logits(model, ids)), targets, -100);
+  return cross_entropy(loss_logits(model_logits(model, ids)), targets, -100, LossReduction::Mean, scale);
 }
 
 EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset>& data, const EvalOptions& opts) {

@@ -38,10 +38,11 @@ struct EvalResult {
 
 // Logits (B, L, vocab) and the mean next-token loss (ignore index -100) under this thread's
 // compute dtype (layers/precision.h): the LM head weight is cast like every matmul weight and
-// the cross entropy reads f32 logits. With no compute dtype set they are Model::forward and
-// Model::loss exactly (the same ops). ids must be on the model's device.
+// the cross entropy gives an fp32 loss (layers/precision.h loss_logits). With no compute
+// dtype set they are Model::forward and Model::loss exactly (the same ops). ids must be on
+// the model's device. `scale` multiplies the loss inside the cross entropy (Model::loss).
 Tensor model_logits(const Model& model, const Tensor& ids);
-Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets);
+Tensor model_loss(const Model& model, const Tensor& ids, const Tensor& targets, double scale = 1.0);
 
 // Runs under NoGradGuard, on the model's device and in this thread's compute dtype; the model is switched to eval mode and back.
 EvalResult evaluate(const Model& model, const std::shared_ptr<data::TokenDataset>& data, const EvalOptions& opts);

@@ -247,11 +247,13 @@ StepStats Trainer::train_step() {
       Tensor ids = from_vector(std::vector<int32_t>(first, first + mb * L), {mb, L}, DType::I32).to(device_);
       Tensor tgt = from_vector(std::vector<int32_t>(tfirst, tfirst + mb * L), {mb, L}, DType::I32).to(device_);
       // model_loss casts the LM head and takes an fp32 loss from the logits (bf16 on CUDA, read
-      // as they are); without a compute dtype Model::loss is the same computation.
-      Tensor loss = compute_dtype_ ? model_loss(*model_, ids, tgt) : model_->loss(ids, tgt);
-      const double lv = loss.item();
-      loss_sum += lv * double(n);
-      (loss * (double(n) / double(total))).backward();
+      // as they are); without a compute dtype Model::loss is the same computation. The
+      // micro-batch's weight n / total is applied inside the cross entropy, whose gradient is
+      // then complete for backward's upstream 1 (no extra pass over the logits).
+      const double weight = double(n) / double(total);
+      Tensor loss = compute_dtype_ ? model_loss(*model_, ids, tgt, weight) : model_->loss(ids, tgt, weight);
+      loss_sum += loss.item() * double(total);  // = the micro-batch's mean loss times n
+      loss.backward();
     }
   }
   if (hooks_.reduce_scalar) loss_sum = hooks_.reduce_scalar(loss_sum);

@@ -1,5 +1,7 @@
 #include "autograd/ops/softmax_xent.h"
 
+#include <cmath>
+
 #include "autograd/node.h"
 #include "kernels/elementwise.h"
 
@@ -70,21 +72,29 @@ struct CrossEntropyBackward final : Node {
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, LossReduction reduction) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, LossReduction reduction,
+                     double scale) {
+  HYMBA_CHECK(std::isfinite(scale), "cross_entropy: scale must be finite, got ", scale);
+  auto scaled = [scale](const Tensor& loss) {
+    return scale == 1.0 ? loss : kernels::scalar(kernels::ScalarOp::Mul, loss, scale);
+  };
   if (!autograd::compute_requires_grad({logits})) {
     NoGradGuard ng;
-    return kernels::cross_entropy_forward(logits, targets, ignore_index, reduction).loss;
+    return scaled(kernels::cross_entropy_forward(logits, targets, ignore_index, reduction).loss);
   }
   kernels::CrossEntropyForwardBackward f;
+  Tensor loss;
   {
     NoGradGuard ng;
-    f = kernels::cross_entropy_forward_backward(logits, targets, ignore_index, reduction);
+    // dlogits of the scaled loss: with the usual upstream gradient of 1, backward is free.
+    f = kernels::cross_entropy_forward_backward(logits, targets, ignore_index, reduction, scale);
+    loss = scaled(f.loss);
   }
   auto node = std::make_shared<CrossEntropyBackward>();
   node->dlogits = autograd::save(f.dlogits);
-  node->per_row = reduction == LossReduction::None && f.loss.dim() > 0;
-  autograd::set_history(node, {logits}, {f.loss});
-  return f.loss;
+  node->per_row = reduction == LossReduction::None && loss.dim() > 0;
+  autograd::set_history(node, {logits}, {loss});
+  return loss;
 }
 
 }  // namespace hymba

@@ -22,7 +22,10 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // forward also writes d(loss)/d(logits) (kernels' cross_entropy_forward_backward, one read of
 // the logits) and the node keeps only that: backward hands it on as it is when the incoming
 // gradient is exactly 1, else multiplies it once (per row for None).
+// `scale` multiplies the returned loss (and so its gradient) inside the op: a trainer that
+// weights micro-batch m by n_m / n_total passes that weight here and calls backward() with
+// the usual gradient of 1, which keeps the backward free of a pass over the logits.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
-                     LossReduction reduction = LossReduction::Mean);
+                     LossReduction reduction = LossReduction::Mean, double scale = 1.0);
 
 }  // namespace hymba

@@ -233,7 +233,8 @@ int64_t read_targets(const char* op, const Tensor& targets, int64_t v, int64_t i
 // The row pass behind both entry points: the statistics of each row in one online pass and,
 // with_grad, dlogits for an upstream gradient of 1 while the row is still in cache.
 CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, const Tensor& targets,
-                                      int64_t ignore_index, LossReduction reduction, bool with_grad) {
+                                      int64_t ignore_index, LossReduction reduction, bool with_grad,
+                                      double grad_scale) {
   auto [rows, v] = check_xent(op, logits_in, targets);
   std::vector<int64_t> tg;
   CrossEntropyForwardBackward out;
@@ -244,7 +245,7 @@ CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, c
   out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
   if (with_grad) out.dlogits = empty(logits_in.shape(), opts);
   const double scale =
-      reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0;
+      grad_scale * (reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0);
   std::vector<double> row_loss(size_t(rows), 0.0);
   if (rows > 0) {
     Tensor logits = logits_in.contiguous();
@@ -323,7 +324,7 @@ Tensor log_softmax_backward(const Tensor& dy, const Tensor& y, int64_t dim) {
 
 CrossEntropyForward cross_entropy_forward(const Tensor& logits_in, const Tensor& targets, int64_t ignore_index,
                                           LossReduction reduction) {
-  CrossEntropyForwardBackward f = xent_rows("cross_entropy", logits_in, targets, ignore_index, reduction, false);
+  CrossEntropyForwardBackward f = xent_rows("cross_entropy", logits_in, targets, ignore_index, reduction, false, 1.0);
   return {f.loss, f.stats, f.count};
 }
 
@@ -366,8 +367,9 @@ Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, co
 }
 
 CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_in, const Tensor& targets,
-                                                           int64_t ignore_index, LossReduction reduction) {
-  return xent_rows("cross_entropy_forward_backward", logits_in, targets, ignore_index, reduction, true);
+                                                           int64_t ignore_index, LossReduction reduction,
+                                                           double grad_scale) {
+  return xent_rows("cross_entropy_forward_backward", logits_in, targets, ignore_index, reduction, true, grad_scale);
 }
 
 }  // namespace hymba::kernels::cpu

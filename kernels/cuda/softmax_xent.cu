@@ -257,7 +257,7 @@ template <typename T, bool kStaged>
 __global__ void __launch_bounds__(kMaxThreads)
     xent_fused_kernel(const T* __restrict__ x, const int64_t* __restrict__ tg, const int64_t* __restrict__ info,
                       acc_t<T>* __restrict__ stats, double* __restrict__ row_loss, acc_t<T>* __restrict__ loss_rows,
-                      T* __restrict__ dl, int64_t V, int64_t ignore_index, bool mean, bool vec) {
+                      T* __restrict__ dl, int64_t V, int64_t ignore_index, bool mean, double grad_scale, bool vec) {
   using A = acc_t<T>;
   using Vec = Vec16<T>;
   constexpr int kN = Vec::kN;
@@ -326,8 +326,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (loss_rows) loss_rows[r] = A(l);
   }
   const int64_t count = info[0];
-  const A gs = A(mean ? (count > 0 ? 1.0 / double(count) : 0.0) : 1.0);
-  // As xent_backward_kernel with grad 1: (exp((x - m) - log s) - [j == t]) * gs.
+  const A gs = A(grad_scale * (mean ? (count > 0 ? 1.0 / double(count) : 0.0) : 1.0));
+  // As xent_backward_kernel with grad grad_scale: (exp((x - m) - log s) - [j == t]) * gs.
   for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) {
     const Vec v = reinterpret_cast<const Vec*>(src + head)[k];
     const int64_t j0 = head + k * kN;
@@ -525,7 +525,8 @@ Tensor cross_entropy_backward(const Tensor& grad_in, const Tensor& logits_in, co
 }
 
 CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_in, const Tensor& targets,
-                                                           int64_t ignore_index, LossReduction reduction) {
+                                                           int64_t ignore_index, LossReduction reduction,
+                                                           double grad_scale) {
   const char* op = "cross_entropy_forward_backward";
   auto [rows, v] = check_xent(op, logits_in, targets);
   hymba::cuda::DeviceGuard guard(logits_in.device().index);
@@ -573,11 +574,11 @@ CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_
             op, ": ", smem, " bytes of shared memory");
       xent_fused_kernel<T, true><<<unsigned(rows), threads, smem, stream()>>>(
           px, ptg, ptr_of<const int64_t>(info), ptr_of<A>(out.stats), ptr_of<double>(row_loss), ploss_rows, pd, v,
-          ignore_index, mean, vec);
+          ignore_index, mean, grad_scale, vec);
     } else {
       xent_fused_kernel<T, false><<<unsigned(rows), threads, 0, stream()>>>(
           px, ptg, ptr_of<const int64_t>(info), ptr_of<A>(out.stats), ptr_of<double>(row_loss), ploss_rows, pd, v,
-          ignore_index, mean, vec);
+          ignore_index, mean, grad_scale, vec);
     }
     HYMBA_CUDA_CHECK_LAUNCH(op, " ", logits_in.meta_str(), staged ? " (staged)" : " (two reads)");
     xent_finalize_kernel<A><<<1, 1024, 0, stream()>>>(ptg, ptr_of<const double>(row_loss), rows, v, ignore_index,

@@ -223,3 +223,38 @@ TEST(CrossEntropyGrad, NoneReductionOfOneRow) {
       {logits, target});
   EXPECT_TRUE(r.ok) << r.message;
 }
+
+// scale multiplies the loss inside the op: value and gradient are scale times the unscaled
+// ones for every reduction, also with an upstream gradient other than 1, and gradcheck holds.
+TEST(CrossEntropyGrad, ScaleMultipliesLossAndGradient) {
+  Generator g(10);
+  Tensor targets = from_vector<int64_t>({3, -100, 0, 5, 1}, {5});
+  for (LossReduction red : {LossReduction::Mean, LossReduction::Sum, LossReduction::None}) {
+    for (double upstream : {1.0, 0.5}) {
+      const std::string what = str("reduction ", int(red), " upstream ", upstream);
+      const double s = 0.375;
+      Tensor a = param({5, 7}, g), b;
+      {
+        NoGradGuard ng;
+        b = a.detach().clone();
+      }
+      b.set_requires_grad(true);
+      Tensor la = cross_entropy(a, targets, -100, red, s), lb = cross_entropy(b, targets, -100, red);
+      std::vector<double> va = la.detach().to_vector<double>(), vb = lb.detach().to_vector<double>();
+      ASSERT_EQ(va.size(), vb.size()) << what;
+      for (size_t i = 0; i < va.size(); ++i) EXPECT_NEAR(va[i], s * vb[i], 1e-14) << what << " loss " << i;
+      Tensor grad = full(la.shape(), upstream, DType::F64);
+      la.backward(grad);
+      lb.backward(grad);
+      std::vector<double> ga = a.grad().to_vector<double>(), gb = b.grad().to_vector<double>();
+      for (size_t i = 0; i < ga.size(); ++i) EXPECT_NEAR(ga[i], s * gb[i], 1e-15) << what << " grad " << i;
+    }
+  }
+  Tensor logits = param({4, 6}, g);
+  Tensor t4 = from_vector<int64_t>({1, 5, -100, 0}, {4});
+  auto r = gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t4, -100, LossReduction::Mean, 2.5); },
+                     {logits});
+  EXPECT_TRUE(r.ok) << r.message;
+  Tensor bad = param({2, 3}, g);
+  EXPECT_THROW(cross_entropy(bad, from_vector<int64_t>({0, 1}, {2}), -100, LossReduction::Mean, NAN), Error);
+}

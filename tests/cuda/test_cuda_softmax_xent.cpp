@@ -142,7 +142,7 @@ TEST(CudaCrossEntropy, FusedForwardBackwardMatchesCpu) {
         const std::string what = str("fused ", dtype_name(dt), shape_str(s), " reduction ", int(red));
         kernels::CrossEntropyForwardBackward got = kernels::cross_entropy_forward_backward(lc, tc, -100, red);
         kernels::CrossEntropyForwardBackward want =
-            kernels::cpu::cross_entropy_forward_backward(logits.to(rd), targets, -100, red);
+            kernels::cpu::cross_entropy_forward_backward(logits.to(rd), targets, -100, red, 1.0);
         EXPECT_EQ(got.count, want.count) << what;
         EXPECT_EQ(got.loss.shape(), want.loss.shape()) << what;
         EXPECT_EQ(got.loss.dtype(), loss_dtype(dt)) << what;
@@ -156,6 +156,11 @@ TEST(CudaCrossEntropy, FusedForwardBackwardMatchesCpu) {
                                                 : ones({}, TensorOptions(loss_dtype(dt), Device::cuda()));
         EXPECT_CUDA_CLOSE(got.dlogits, kernels::cross_entropy_backward(one, lc, tc, got.stats, -100, scale),
                           rtol_for(dt), what + " dlogits vs two-pass");
+        if (V == 1000) {  // grad_scale (the trainer's micro-batch weight) on one size
+          EXPECT_CUDA_CLOSE(kernels::cross_entropy_forward_backward(lc, tc, -100, red, 0.3).dlogits,
+                            kernels::cpu::cross_entropy_forward_backward(logits.to(rd), targets, -100, red, 0.3).dlogits,
+                            rtol_for(dt), what + " dlogits with grad_scale 0.3");
+        }
       }
     }
   }
@@ -172,7 +177,7 @@ TEST(CudaCrossEntropy, FusedUnalignedViewAndMaskedClasses) {
     kernels::CrossEntropyForwardBackward got =
         kernels::cross_entropy_forward_backward(view, targets.to(Device::cuda()), -100, LossReduction::Mean);
     kernels::CrossEntropyForwardBackward want = kernels::cpu::cross_entropy_forward_backward(
-        all.narrow(0, 1, 5).to(DType::F32), targets, -100, LossReduction::Mean);
+        all.narrow(0, 1, 5).to(DType::F32), targets, -100, LossReduction::Mean, 1.0);
     const std::string what = str("unaligned ", dtype_name(dt));
     EXPECT_EQ(got.count, want.count) << what;
     EXPECT_CUDA_CLOSE(got.loss, want.loss, 1e-5, what + " loss");
@@ -186,7 +191,7 @@ TEST(CudaCrossEntropy, FusedUnalignedViewAndMaskedClasses) {
   kernels::CrossEntropyForwardBackward got = kernels::cross_entropy_forward_backward(
       masked.to(Device::cuda()), tm.to(Device::cuda()), -100, LossReduction::Sum);
   kernels::CrossEntropyForwardBackward want =
-      kernels::cpu::cross_entropy_forward_backward(masked, tm, -100, LossReduction::Sum);
+      kernels::cpu::cross_entropy_forward_backward(masked, tm, -100, LossReduction::Sum, 1.0);
   EXPECT_CUDA_CLOSE(got.loss, want.loss, 1e-5, "masked loss");
   EXPECT_CUDA_CLOSE(got.dlogits, want.dlogits, 1e-5, "masked dlogits");
 }

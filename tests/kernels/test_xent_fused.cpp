@@ -1,7 +1,8 @@
 // The fused cross-entropy forward-backward (kernels/softmax_xent.h
 // cross_entropy_forward_backward) against the separate forward and backward kernels, which
 // test_softmax_xent.cpp checks against the definition: the same loss, count and stats, and
-// dlogits equal to cross_entropy_backward's output for an upstream gradient of 1.
+// dlogits equal to cross_entropy_backward's output for an upstream gradient of 1 (and of
+// grad_scale when one is given).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -49,6 +50,11 @@ void check_against_unfused(const Tensor& logits, const Tensor& targets, int64_t 
     Tensor grad = red == LossReduction::None ? ones(tshape, logits.dtype()) : ones({}, logits.dtype());
     Tensor want = cross_entropy_backward(grad, logits, targets, f.stats, ignore, scale);
     expect_close(fb.dlogits, want, tol, tol * std::max(scale, 1e-300), w + " dlogits");
+    // grad_scale: dlogits for that upstream gradient, everything else unchanged.
+    CrossEntropyForwardBackward fs = cross_entropy_forward_backward(logits, targets, ignore, red, 0.3);
+    expect_close(fs.loss, f.loss, tol, tol, w + " loss with grad_scale");
+    Tensor want_s = cross_entropy_backward(grad, logits, targets, f.stats, ignore, 0.3 * scale);
+    expect_close(fs.dlogits, want_s, tol, tol * std::max(scale, 1e-300), w + " dlogits with grad_scale");
   }
 }
 
