@@ -1,39 +1,48 @@
-// The blocked CUDA selective scan (kernels/cuda/selective_scan_blocked.h): Mamba's design, a
-// block per (b, d) channel and a parallel scan over time.
+// The blocked CUDA selective scan (kernels/cuda/selective_scan_blocked.h): Mamba's design (a
+// parallel scan over time) with kR = 4 channels per block that share their B and C loads and
+// their dB, dC atomics.
 //
-// A block of `threads` threads (32, 64 or 128) walks the sequence in time chunks of
-// threads * kItems steps (kItems = 16 forward, 8 backward), chunk after chunk; thread k holds
-// steps [k * kItems, (k + 1) * kItems) of the chunk in registers (inputs loaded once per
-// chunk, as 16-byte vectors where aligned). The recurrence h_t = a_t h_{t-1} + b_t is the
-// composition of the affine maps h -> a_t h + b_t, an associative operation on pairs,
-// (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2). Per state n each thread composes its own
-// items, the block scans those per-thread maps (warp shuffles, then the warps through shared
-// memory), and each thread walks its items again from the state its prefix gives. The map of
-// the whole chunk carries the state into the next chunk.
+// A block holds the channels d0 .. d0 + kR - 1 of one batch row b, one warp per channel (the
+// warps of channels past D, in the block that holds the tail D % kR, only help with the shared
+// loads and sums). The block walks the sequence in time chunks of 32 * kItems steps
+// (kItems = 16 forward: 512 steps, 8 backward: 256), chunk after chunk; lane k of a warp holds
+// steps [k * kItems, (k + 1) * kItems) of the chunk of its channel in registers. The
+// recurrence h_t = a_t h_{t-1} + b_t is the composition of the affine maps h -> a_t h + b_t,
+// an associative operation on pairs, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2). Per state
+// n each lane composes its own items, the warp scans those per-lane maps with shuffles, and
+// each lane walks its items again from the state its prefix gives. The map of the whole chunk
+// carries the state into the next chunk.
 //
-// The thread count is picked per call: the one whose chunk pads L the least (ties: more
-// threads), among those whose chunk is a multiple of the save interval `chunk`, so that every
-// time chunk starts right after a saved state. At the Hymba shape (L = 2176) the forward
-// runs 32 threads and 5 chunks of 512 steps (2560 padded steps, instead of 2 chunks of 2048:
-// 4096), the backward 32 threads and 9 chunks of 256 (2304).
+// B[b, n, chunk] and C[b, n, chunk] are the same for the kR channels: the block loads them once
+// per time chunk into shared tiles (coalesced, 16-byte vectors where aligned), kFwdGroup or
+// kBwdGroup states at a time, and every warp reads its lanes' items from there. Block barriers
+// are only where a tile group is refilled (and, backward, where the dB, dC sums are taken);
+// between them each warp runs its states on its own, with shuffles only.
 //
 // Backward, per time chunk in reverse and per state n:
 //   - the gradient flowing into h_{t-1}, e_t = a_t (C_t dy_t + e_{t+1}), is another affine
 //     recurrence (run backwards in time), with per-step maps e -> a_t e + a_t C_t dy_t that
-//     need nothing from neighbouring steps; a reverse block scan gives each thread the e
+//     need nothing from neighbouring steps; a reverse warp scan gives each lane the e
 //     entering its last item, and the chunk's map carries e into the previous chunk (the
 //     sequential kernel's `dh` carry);
-//   - a forward block scan recomputes the states from the saved state before the chunk;
+//   - a forward warp scan recomputes the states from the saved state before the chunk (the
+//     time chunk, 256 steps, is a multiple of the save interval: supports());
 //   - a walk forward over the items then has h_{t-1}, h_t and g_t = C_t dy_t + e_{t+1}
 //     together, and accumulates every gradient term with the sequential kernel's arithmetic.
 // Reductions: du, ddelta, dz per step in registers; dA[d, n], dD[d], ddelta_bias[d] per (b, d)
-// in fixed order (warps in order, chunks in order, in double across chunks), then summed over
-// b in order by a second kernel, so they are deterministic; dB, dC are summed over the
-// channels with fp32 atomics (after a shared-memory transpose so that a warp's atomics hit
-// consecutive addresses), so their last bits may vary from run to run.
+// in fixed order (a warp sum per chunk, chunks in order, in double across chunks), then summed
+// over b in order by a second kernel, so they are deterministic. dB, dC: each warp writes its
+// channel's terms of a state group to shared memory, the block sums them over its warps in
+// warp order and adds that with one fp32 atomic per (b, n, t) and block (kR times fewer than
+// one per channel), so their last bits may vary from run to run.
 //
-// Shared-memory hazards: every buffer is written before one barrier and read after it; the
-// comment at each buffer names the barrier that separates those reads from the next write.
+// Shared-memory hazards: the comment at each buffer names the barriers (block or warp) that
+// separate its writes from the reads before and after them.
+//
+// Traffic at the Hymba shape (B 8, D 3200, N 16, L 2176, f32): 6400 blocks; the B, C tiles
+// bring 2 x 800 x 8 x 16 x 2176 x 4 B = 1.8 GB from L2 per direction (a block per channel
+// read 7.1 GB), and the backward issues 2 x 800 x 8 x 16 x 2176 = 0.45 G fp32 atomics
+// (1.8 GB; 1.8 G atomics with a block per channel).
 #include "kernels/cuda/selective_scan_blocked.h"
 
 #include <initializer_list>
@@ -43,22 +52,114 @@
 namespace hymba::kernels::cuda::scan_blocked {
 namespace {
 
-// Consecutive steps per thread. The backward keeps six per-step arrays across the states and
-// four more per state: at 16 steps it needs over 255 registers (ptxas spills), at 8 it takes
-// about 164, and __launch_bounds__(128, 3) caps it at 170 (3 blocks of 128 threads per SM);
-// the forward takes 128 (f32) and 156 (bf16) registers at 16 steps (sm_90, CUDA 13).
+constexpr int kR = 4;  // channels (warps) per block
+constexpr int kThreads = 32 * kR;
+// Consecutive steps per lane. The backward keeps six per-step arrays across the states and
+// four more per state: at 16 steps it would need over 255 registers, at 8 it fits the 170
+// that __launch_bounds__(kThreads, 3) leaves (3 blocks of 128 threads per SM). ptxas -v
+// (CUDA 13, sm_80 / sm_90, f32 and bf16): forward 152-161 registers, backward 163-168, no
+// spills; a cap of 128 (4 blocks per SM) makes the forward spill. Multiples of 8, so that a
+// 16-byte vector of bf16 stays within one lane's items.
 constexpr int kFwdItems = 16;
 constexpr int kBwdItems = 8;
-constexpr int kMaxThreads = 128;  // a multiple of 32
-constexpr int kMaxWarps = kMaxThreads / 32;
-// `chunk` must divide a time chunk of 128 threads (2048 steps forward, 1024 backward), so
-// that 128 threads are always a candidate.
-constexpr int64_t kMaxChunkT = kMaxThreads * kBwdItems;
-// Dynamic shared memory is 12 N bytes plus the backward's exchange buffers (9 KiB at 128
-// threads); this keeps it under the 48 KiB that needs no opt-in, with room to spare.
-constexpr int64_t kMaxN = 1024;
+static_assert(kFwdItems % 8 == 0 && kBwdItems % 8 == 0);
+// States per shared B/C tile group. Forward: 2 x 8 x 640 floats = 40 KiB (+ 16 N bytes of
+// carries, no opt-in needed); backward: 2 x 4 x 384 floats of tiles (12 KiB) and
+// 2 x kR x 4 x 384 of dB/dC terms (48 KiB), + 48 N bytes (61 KiB at N = 16, opted in). With
+// the register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward
+// fits 2 on an A100 (164 KiB of shared memory per SM).
+constexpr int kFwdGroup = 8;
+constexpr int kBwdGroup = 4;
+// Tile vectors in flight per thread (fill_tile): a group's f32 tile is 8 vectors per thread
+// forward, 2 backward. More costs registers the per-state loops need (ptxas spills).
+constexpr int kFwdBatch = 4;
+constexpr int kBwdBatch = 2;
+// The backward's time chunk: the save interval must divide it, so that every chunk starts
+// right after a saved state.
+constexpr int64_t kBwdSteps = 32 * kBwdItems;
+// The per-warp carries (and, backward, dA) take kR x N x 12 bytes of shared memory.
+constexpr int64_t kMaxN = 256;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- tiles: a time chunk of 32 * kItems steps of one state, lane-major with padding ----
+// Lane k's items are the kItems floats at k * (kItems + 4): its 16-byte reads then hit
+// distinct banks within each quarter warp (rows 80 or 48 bytes apart), where an unpadded
+// layout would give 4-way conflicts.
+template <int kItems> constexpr int kLaneStride = kItems + 4;
+template <int kItems> constexpr int kTileRow = 32 * kLaneStride<kItems>;
+// Position of step q of the chunk in a tile row.
+template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
+  return (q / kItems) * kLaneStride<kItems> + q % kItems;
+}
+
+// Rows 0 .. rows - 1 of src (row stride L; src points at step 0 of the first row), steps
+// [t0, t0 + 32 kItems), into tile rows of kTileRow floats, 0 past L. Called by every thread of
+// the block. `vec`: rows start 16-byte aligned and L is a multiple of the vector width, so a
+// vector that starts before L lies inside the row; each thread then has kBatch vectors in
+// flight (all loads of a batch, then all stores) instead of one load's latency per vector.
+template <int kItems, int kBatch, typename T>
+__device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, int rows, int64_t L, int64_t t0,
+                          bool vec) {
+  constexpr int kSteps = 32 * kItems;
+  if (vec) {
+    constexpr int kN = Vec16<T>::kN;
+    constexpr int kPerRow = kSteps / kN;
+    const int total = rows * kPerRow, stride = int(blockDim.x);
+    for (int k0 = int(threadIdx.x); k0 < total; k0 += kBatch * stride) {
+      float v[kBatch][kN];
+#pragma unroll
+      for (int m = 0; m < kBatch; ++m) {
+        const int k = k0 + m * stride, j = k / kPerRow, q = (k % kPerRow) * kN;
+        if (k < total && t0 + q < L) {
+          const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(src + j * L + t0 + q);
+#pragma unroll
+          for (int e = 0; e < kN; ++e) v[m][e] = to_f32(w.v[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kN; ++e) v[m][e] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < kBatch; ++m) {
+        const int k = k0 + m * stride, j = k / kPerRow, q = (k % kPerRow) * kN;
+        if (k < total) {
+          // q is a multiple of kN (4 or 8) and of 4 within the lane's items: whole float4s.
+          float4* dst = reinterpret_cast<float4*>(tile + j * kTileRow<kItems> + tile_pos<kItems>(q));
+#pragma unroll
+          for (int e = 0; e < kN; e += 4) dst[e / 4] = make_float4(v[m][e], v[m][e + 1], v[m][e + 2], v[m][e + 3]);
+        }
+      }
+    }
+  } else {
+    for (int k = int(threadIdx.x); k < rows * kSteps; k += int(blockDim.x)) {
+      const int j = k / kSteps, q = k % kSteps;
+      tile[j * kTileRow<kItems> + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
+    }
+  }
+}
+
+// A lane's items of one tile row.
+template <int kItems>
+__device__ __forceinline__ void tile_items(const float* __restrict__ row, int lane, float (&x)[kItems]) {
+  const float4* p = reinterpret_cast<const float4*>(row + lane * kLaneStride<kItems>);
+#pragma unroll
+  for (int v = 0; v < kItems / 4; ++v) {
+    const float4 w = p[v];
+    x[4 * v] = w.x;
+    x[4 * v + 1] = w.y;
+    x[4 * v + 2] = w.z;
+    x[4 * v + 3] = w.w;
+  }
+}
+template <int kItems>
+__device__ __forceinline__ void store_tile_items(float* __restrict__ row, int lane, const float (&x)[kItems]) {
+  float4* p = reinterpret_cast<float4*>(row + lane * kLaneStride<kItems>);
+#pragma unroll
+  for (int v = 0; v < kItems / 4; ++v) p[v] = make_float4(x[4 * v], x[4 * v + 1], x[4 * v + 2], x[4 * v + 3]);
+}
+
+// ---- warp scans of affine maps ----
 
 // The affine map h -> a h + b.
 struct Pair {
@@ -67,54 +168,41 @@ struct Pair {
 // x first, then y.
 __device__ __forceinline__ Pair compose(Pair x, Pair y) { return {x.a * y.a, y.a * x.b + y.b}; }
 
-// Exclusive scan of the threads' maps in thread order (thread 0 first). Returns the
-// composition of the maps of the threads before this one (identity for thread 0) and, in
-// *total, that of all threads. `tot` (kMaxWarps pairs) is written before the barrier inside
-// and read after it, until the caller's next barrier.
-__device__ __forceinline__ Pair block_scan_forward(Pair p, Pair* tot, Pair* total) {
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, nwarps = int(blockDim.x) >> 5;
+// Exclusive scan of the lanes' maps in lane order (lane 0 first): returns the composition of
+// the maps of the lanes before this one (identity for lane 0) and, in *total, that of all 32
+// (in every lane).
+__device__ __forceinline__ Pair warp_scan_forward(Pair p, Pair* total) {
+  const int lane = int(threadIdx.x) & 31;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const float a = __shfl_up_sync(kFull, p.a, o), b = __shfl_up_sync(kFull, p.b, o);
     if (lane >= o) p = compose({a, b}, p);
   }
+  *total = {__shfl_sync(kFull, p.a, 31), __shfl_sync(kFull, p.b, 31)};
   Pair ex{__shfl_up_sync(kFull, p.a, 1), __shfl_up_sync(kFull, p.b, 1)};
   if (lane == 0) ex = {1.f, 0.f};
-  if (lane == 31) tot[warp] = p;
-  __syncthreads();
-  Pair before{1.f, 0.f}, all{1.f, 0.f};
-  for (int w = 0; w < nwarps; ++w) {
-    if (w == warp) before = all;
-    all = compose(all, tot[w]);
-  }
-  *total = all;
-  return compose(before, ex);
+  return ex;
 }
 
-// The same in reverse thread order (the last thread first): returns the composition of the
-// maps of the threads after this one, later threads applied first.
-__device__ __forceinline__ Pair block_scan_reverse(Pair p, Pair* tot, Pair* total) {
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, nwarps = int(blockDim.x) >> 5;
+// The same in reverse lane order (lane 31 first): returns the composition of the maps of the
+// lanes after this one, later lanes applied first.
+__device__ __forceinline__ Pair warp_scan_reverse(Pair p, Pair* total) {
+  const int lane = int(threadIdx.x) & 31;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const float a = __shfl_down_sync(kFull, p.a, o), b = __shfl_down_sync(kFull, p.b, o);
     if (lane + o < 32) p = compose({a, b}, p);
   }
+  *total = {__shfl_sync(kFull, p.a, 0), __shfl_sync(kFull, p.b, 0)};
   Pair ex{__shfl_down_sync(kFull, p.a, 1), __shfl_down_sync(kFull, p.b, 1)};
   if (lane == 31) ex = {1.f, 0.f};
-  if (lane == 0) tot[warp] = p;
-  __syncthreads();
-  Pair after{1.f, 0.f}, all{1.f, 0.f};
-  for (int w = nwarps - 1; w >= 0; --w) {
-    if (w == warp) after = all;
-    all = compose(all, tot[w]);
-  }
-  *total = all;
-  return compose(after, ex);
+  return ex;
 }
 
 __device__ __forceinline__ float softplus(float v) { return v > 20.f ? v : log1pf(expf(v)); }
 __device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+
+// ---- a channel's own rows (u, delta, z, dout and the outputs), straight from global ----
 
 // Items [s, s + kItems) of a row of length L into x (0 past L). `vec`: the row start is
 // 16-byte aligned and L a multiple of the vector width, so a full group is whole vectors.
@@ -166,221 +254,265 @@ template <typename T> struct Params {
   float *dB, *dC;                                         // backward, (B, N, L) fp32, zeroed
   double *part_dA, *part_dD, *part_db;                    // backward, (B, D, N), (B, D), (B, D)
   int64_t Dn, L, N, chunk, nc;
+  int64_t dblocks;  // blocks per batch row, ceil(D / kR)
   bool softplus;
   bool vec;  // every (B, D, L) and (B, N, L) row is 16-byte aligned (see load_items)
 };
 
+// The channels of block blockIdx.x: batch row b, first channel d0, and how many of its kR
+// channels exist (fewer than kR only in the last block of a row when kR does not divide D).
+struct BlockChannels {
+  int64_t b, d0;
+  int count;
+};
+template <typename T> __device__ __forceinline__ BlockChannels block_channels(const Params<T>& p) {
+  const int64_t b = blockIdx.x / p.dblocks, d0 = (blockIdx.x % p.dblocks) * kR;
+  return {b, d0, int(min(int64_t(kR), p.Dn - d0))};
+}
+
+// Forward shared memory: the B and C tiles of a state group, then the warps' carries.
+size_t forward_smem(int64_t N) { return size_t(2 * kFwdGroup * kTileRow<kFwdItems>) * 4 + size_t(kR * N) * 4; }
+
 template <typename T>
-__global__ void __launch_bounds__(kMaxThreads) forward_kernel(Params<T> p) {
-  constexpr int kItems = kFwdItems;
-  // carry[n]: the state after the chunks done so far. Read by every thread before the scan
-  // barrier of (chunk, n), written by thread 0 after it; the next reads follow the barrier
-  // at the end of the chunk.
+__global__ void __launch_bounds__(kThreads, 3) forward_kernel(Params<T> p) {
+  constexpr int kItems = kFwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const BlockChannels bc = block_channels(p);
+  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L, N = p.N;
+  const bool active = warp < bc.count;  // warp-uniform
+  const int64_t r = b * p.Dn + d, row = r * L;
+
   extern __shared__ __align__(16) unsigned char smem[];
-  float* carry = reinterpret_cast<float*>(smem);
-  // Scan totals, alternating between two buffers scan after scan: a buffer is rewritten two
-  // scans later, after the barrier of the scan in between, which every reader passes after
-  // reading.
-  __shared__ Pair tot[2][kMaxWarps];
+  // Bs, Cs: rows g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk. Filled between barriers
+  // F1 and F2 of a state group, read by the warps after F2 until F1 of the next group.
+  float* Bs = reinterpret_cast<float*>(smem);
+  float* Cs = Bs + kFwdGroup * kRow;
+  // carry[n] of this warp: the state after the chunks done so far. Read by every lane of the
+  // warp before the __syncwarp that follows the scan of (chunk, n), written by lane 0 after
+  // it; read next in the following chunk, after its barriers F1, F2.
+  float* carry = Cs + kFwdGroup * kRow + warp * N;
+  for (int64_t n = lane; n < N; n += 32) carry[n] = 0.f;
+  const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
 
-  const int tid = int(threadIdx.x), nthreads = int(blockDim.x);
-  const int64_t r = blockIdx.x, b = r / p.Dn, d = r % p.Dn, L = p.L, N = p.N, row = r * L;
-  const int chunk = int(p.chunk);  // divides the time chunk (threads_for)
-  const int64_t chunkT = int64_t(nthreads) * kItems;
-  const float Dd = p.D ? to_f32(p.D[d]) : 0.f, bias = p.bias ? to_f32(p.bias[d]) : 0.f;
-  for (int64_t n = tid; n < N; n += nthreads) carry[n] = 0.f;
-  __syncthreads();
-  int buf = 0;
-
-  for (int64_t t0 = 0; t0 < L; t0 += chunkT) {
-    const int w0 = tid * kItems;  // this thread's first step within the chunk
-    const int64_t s = t0 + w0;
+  for (int64_t t0 = 0; t0 < L; t0 += kSteps) {
+    const int64_t s = t0 + lane * kItems;  // this lane's first step
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
     float u[kItems], dt[kItems], y[kItems];
-    load_items(p.u + row, L, s, p.vec, u);
-    load_items(p.delta + row, L, s, p.vec, dt);
-    // Steps whose state is saved: ends of save intervals (t0 is a multiple of chunk) and L-1.
+    // Steps whose state is saved: ends of save intervals and L - 1. Step s + i is step
+    // phase + i of save interval s / chunk (chunk <= 256: int arithmetic).
     unsigned save = 0;
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      const float v = dt[i] + bias;
-      dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // 0 past L: the identity map
-      y[i] = 0.f;
-      if (i < cnt && ((w0 + i + 1) % chunk == 0 || s + i == L - 1)) save |= 1u << i;
-    }
-    const int64_t sidx0 = r * p.nc + t0 / chunk;  // chunk_states row of the chunk's first step
-
-    for (int64_t n = 0; n < N; ++n) {
-      const float A2 = to_f32(p.A[d * N + n]) * kLog2e;
-      float Bv[kItems], a[kItems], bb[kItems];
-      load_items(p.B + (b * N + n) * L, L, s, p.vec, Bv);
-      Pair agg{1.f, 0.f};
+    const int chunk = int(p.chunk), phase = int(s % chunk);
+    const int64_t sidx0 = r * p.nc + s / chunk;  // chunk_states row of step s
+    if (active) {
+      load_items(p.u + row, L, s, p.vec, u);
+      load_items(p.delta + row, L, s, p.vec, dt);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        a[i] = exp2f(dt[i] * A2);
-        bb[i] = dt[i] * u[i] * Bv[i];
-        agg = {agg.a * a[i], a[i] * agg.b + bb[i]};
-      }
-      const float h_in = carry[n];
-      Pair total;
-      const Pair pre = block_scan_forward(agg, tot[buf], &total);
-      buf ^= 1;
-      if (tid == 0) carry[n] = total.a * h_in + total.b;
-      float Cv[kItems];
-      load_items(p.C + (b * N + n) * L, L, s, p.vec, Cv);
-      float h = pre.a * h_in + pre.b;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        h = a[i] * h + bb[i];
-        y[i] += Cv[i] * h;
-        if (save >> i & 1u) p.states[(sidx0 + (w0 + i) / chunk) * N + n] = h;
+        const float v = dt[i] + bias;
+        dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // 0 past L: the identity map
+        y[i] = 0.f;
+        if (i < cnt && ((phase + i + 1) % chunk == 0 || s + i == L - 1)) save |= 1u << i;
       }
     }
 
-    float zz[kItems];
-    if (p.z) load_items(p.z + row, L, s, p.vec, zz);
+    for (int64_t g0 = 0; g0 < N; g0 += kFwdGroup) {
+      const int gn = int(min(int64_t(kFwdGroup), N - g0));
+      __syncthreads();  // F1: the warps are done with the previous group's tiles
+      fill_tile<kItems, kFwdBatch>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kFwdBatch>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
+      __syncthreads();  // F2
+      if (!active) continue;
+      for (int j = 0; j < gn; ++j) {
+        const int64_t n = g0 + j;
+        const float A2 = to_f32(p.A[d * N + n]) * kLog2e;
+        float Bv[kItems], a[kItems], bb[kItems];
+        tile_items<kItems>(Bs + j * kRow, lane, Bv);
+        Pair agg{1.f, 0.f};
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      float o = y[i] + Dd * u[i];
-      if (p.z) o *= zz[i] * sigmoid(zz[i]);
-      y[i] = o;
+        for (int i = 0; i < kItems; ++i) {
+          a[i] = exp2f(dt[i] * A2);
+          bb[i] = dt[i] * u[i] * Bv[i];
+          agg = {agg.a * a[i], a[i] * agg.b + bb[i]};
+        }
+        const float h_in = carry[n];
+        Pair total;
+        const Pair pre = warp_scan_forward(agg, &total);
+        __syncwarp();  // carry[n]: every lane has read it
+        if (lane == 0) carry[n] = total.a * h_in + total.b;
+        float Cv[kItems];
+        tile_items<kItems>(Cs + j * kRow, lane, Cv);
+        float h = pre.a * h_in + pre.b;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          h = a[i] * h + bb[i];
+          y[i] += Cv[i] * h;
+          if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n] = h;
+        }
+      }
     }
-    store_items(p.out + row, L, s, p.vec, y);
-    __syncthreads();  // carry: the writes of this chunk before the reads of the next
+
+    if (active) {
+      float zz[kItems];
+      if (p.z) load_items(p.z + row, L, s, p.vec, zz);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        float o = y[i] + Dd * u[i];
+        if (p.z) o *= zz[i] * sigmoid(zz[i]);
+        y[i] = o;
+      }
+      store_items(p.out + row, L, s, p.vec, y);
+    }
   }
-  __syncthreads();  // carry, when L == 0
-  for (int64_t n = tid; n < N; n += nthreads) p.last[r * N + n] = from_f32<T>(carry[n]);
+  __syncwarp();  // carry: lane 0's last writes (or the zeros, when L == 0) before the reads
+  if (active)
+    for (int64_t n = lane; n < N; n += 32) p.last[r * N + n] = from_f32<T>(carry[n]);
+}
+
+// Backward shared memory: the warps' dA (double), the B and C tiles of a state group, the
+// warps' dB and dC terms of the group, then the warps' e carries.
+size_t backward_smem(int64_t N) {
+  constexpr size_t tile = kBwdGroup * kTileRow<kBwdItems>;
+  return size_t(kR * N) * 8 + (2 + 2 * kR) * tile * 4 + size_t(kR * N) * 4;
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kMaxThreads, 3) backward_kernel(Params<T> p) {
-  constexpr int kItems = kBwdItems;
-  constexpr int kPad = kItems + 1;  // exchange row stride: no bank conflicts
-  const int tid = int(threadIdx.x), nthreads = int(blockDim.x), lane = tid & 31, warp = tid >> 5,
-            nwarps = nthreads >> 5;
-  const int64_t r = blockIdx.x, b = r / p.Dn, d = r % p.Dn, L = p.L, N = p.N, row = r * L;
-  const int chunk = int(p.chunk);
-  const int64_t chunkT = int64_t(nthreads) * kItems;
+__global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
+  constexpr int kItems = kBwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const BlockChannels bc = block_channels(p);
+  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L, N = p.N;
+  const bool active = warp < bc.count;  // warp-uniform
+  const int64_t r = b * p.Dn + d, row = r * L;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  // dA_s[n]: this (b, d)'s dA, thread 0 only.
-  double* dA_s = reinterpret_cast<double*>(smem);
-  // ecarry[n]: e entering the current chunk from the later ones. Read by every thread before
-  // barrier S1 of (chunk, n), written by thread 0 after it; read next in the previous chunk,
-  // after S2 and S3 of this one.
-  float* ecarry = reinterpret_cast<float*>(dA_s + N);
-  // dB, dC terms of one state, thread-major (row stride kPad): written after S2, read after
-  // S3; rewritten after S1 and S2 of the next state.
-  float* xB = ecarry + N;
-  float* xC = xB + nthreads * kPad;
-  // Scan totals (rtot: S1, ftot: S2); the other barriers of a state separate their reads from
-  // the next writes.
-  __shared__ Pair rtot[kMaxWarps], ftot[kMaxWarps];
-  // Warp partials: red[0] of dA (written before S3, read by thread 0 after it; rewritten
-  // after S1, S2 of the next state), red[1], red[2] of dD and ddelta_bias (barrier S4 at the
-  // end of a chunk; rewritten a chunk later).
-  __shared__ float red[3][kMaxWarps];
-
-  const float Dd = p.D ? to_f32(p.D[d]) : 0.f, bias = p.bias ? to_f32(p.bias[d]) : 0.f;
-  for (int64_t n = tid; n < N; n += nthreads) {
+  // dA_s[n] of this warp's (b, d): lane 0 only during the chunks, then read by every lane
+  // after a __syncwarp. kR x N doubles: the floats after it stay 16-byte aligned (kR = 4).
+  double* dA_all = reinterpret_cast<double*>(smem);
+  double* dA_s = dA_all + warp * N;
+  // Bs, Cs: rows g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk. Filled between barriers
+  // K1 and K2 of a state group, read by the warps between K2 and K3.
+  float* Bs = reinterpret_cast<float*>(dA_all + kR * N);
+  float* Cs = Bs + kBwdGroup * kRow;
+  // xB, xC: per warp and state of the group, the channel's dB, dC terms of each step (tile
+  // layout). Written by the warps between K2 and K3, summed over the warps by the block
+  // between K3 and K1 of the next group.
+  float* xB = Cs + kBwdGroup * kRow;
+  float* xC = xB + kR * kBwdGroup * kRow;
+  // ecarry[n] of this warp: e entering the current chunk from the later ones. Read by every
+  // lane before the __syncwarp that follows the reverse scan of (chunk, n), written by lane 0
+  // after it; read next in the previous chunk, after its barriers K1, K2.
+  float* ecarry = xC + kR * kBwdGroup * kRow + warp * N;
+  for (int64_t n = lane; n < N; n += 32) {
     dA_s[n] = 0.0;
     ecarry[n] = 0.f;
   }
-  __syncthreads();
-  double dD_acc = 0.0, db_acc = 0.0;  // thread 0's
+  const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
+  double dD_acc = 0.0, db_acc = 0.0;  // lane 0's
 
-  const int64_t nchunks = (L + chunkT - 1) / chunkT;
+  const int64_t nchunks = (L + kSteps - 1) / kSteps;
   for (int64_t c = nchunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * chunkT;
-    const int w0 = tid * kItems;
-    const int64_t s = t0 + w0;
+    const int64_t t0 = c * kSteps;
+    const int64_t s = t0 + lane * kItems;
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
     // Per step, over the states: ddt (the A exp(dt A) h_{t-1} part of d out/d dt), dub
     // (sum_n g B), y (sum_n C h, for dz). dy is the output gradient through the gate.
     float u[kItems], dt[kItems], dy[kItems], y[kItems], ddt[kItems], dub[kItems];
-    load_items(p.u + row, L, s, p.vec, u);
-    load_items(p.delta + row, L, s, p.vec, dt);
-    load_items(p.dout + row, L, s, p.vec, dy);
-    if (p.z) {
-      float zz[kItems];
-      load_items(p.z + row, L, s, p.vec, zz);
+    if (active) {
+      load_items(p.u + row, L, s, p.vec, u);
+      load_items(p.delta + row, L, s, p.vec, dt);
+      load_items(p.dout + row, L, s, p.vec, dy);
+      if (p.z) {
+        float zz[kItems];
+        load_items(p.z + row, L, s, p.vec, zz);
 #pragma unroll
-      for (int i = 0; i < kItems; ++i) dy[i] *= zz[i] * sigmoid(zz[i]);
-    }
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      const float v = dt[i] + bias;
-      dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // past L: u = dy = dt = 0
-      y[i] = ddt[i] = dub[i] = 0.f;
-    }
-    // The saved state before the chunk: t0 is a multiple of chunk.
-    const float* h_saved = c > 0 ? p.saved + (r * p.nc + t0 / chunk - 1) * N : nullptr;
-
-    for (int64_t n = 0; n < N; ++n) {
-      const float An = to_f32(p.A[d * N + n]), A2 = An * kLog2e;
-      float a[kItems], Cv[kItems], g[kItems];
-      load_items(p.C + (b * N + n) * L, L, s, p.vec, Cv);
-      Pair ragg{1.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) a[i] = exp2f(dt[i] * A2);
-#pragma unroll
-      for (int i = kItems - 1; i >= 0; --i) ragg = {ragg.a * a[i], a[i] * (ragg.b + Cv[i] * dy[i])};
-      const float e_in = ecarry[n];
-      Pair rtotal;
-      const Pair rpre = block_scan_reverse(ragg, rtot, &rtotal);  // S1
-      if (tid == 0) ecarry[n] = rtotal.a * e_in + rtotal.b;
-      // g = dL/dh_t: this step's output term plus what flows back from step t + 1.
-      float e = rpre.a * e_in + rpre.b;
-#pragma unroll
-      for (int i = kItems - 1; i >= 0; --i) {
-        g[i] = Cv[i] * dy[i] + e;
-        e = a[i] * g[i];
+        for (int i = 0; i < kItems; ++i) dy[i] *= zz[i] * sigmoid(zz[i]);
       }
-
-      float Bv[kItems];
-      load_items(p.B + (b * N + n) * L, L, s, p.vec, Bv);
-      Pair fagg{1.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) fagg = {fagg.a * a[i], a[i] * fagg.b + dt[i] * u[i] * Bv[i]};
-      const float h_in = h_saved ? h_saved[n] : 0.f;
-      Pair ftotal;
-      const Pair fpre = block_scan_forward(fagg, ftot, &ftotal);  // S2
-      float h = fpre.a * h_in + fpre.b, dA_t = 0.f;
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float ah = a[i] * h, dtu = dt[i] * u[i];  // ah = exp(dt A) h_{t-1}
-        h = ah + dtu * Bv[i];
-        dA_t += g[i] * dt[i] * ah;
-        ddt[i] += g[i] * An * ah;
-        dub[i] += g[i] * Bv[i];
-        y[i] += Cv[i] * h;
-        xB[tid * kPad + i] = g[i] * dtu;
-        xC[tid * kPad + i] = dy[i] * h;
-      }
-      dA_t = warp_sum(dA_t);
-      if (lane == 0) red[0][warp] = dA_t;
-      __syncthreads();  // S3
-      if (tid == 0) {
-        float sum = 0.f;
-        for (int w = 0; w < nwarps; ++w) sum += red[0][w];
-        dA_s[n] += double(sum);
-      }
-      // Step q of the chunk is item q % kItems of thread q / kItems; a warp's atomics cover
-      // 32 consecutive steps.
-      float* dBrow = p.dB + (b * N + n) * L + t0;
-      float* dCrow = p.dC + (b * N + n) * L + t0;
-#pragma unroll
-      for (int j = 0; j < kItems; ++j) {
-        const int q = j * nthreads + tid;
-        if (t0 + q < L) {
-          const int at = (q / kItems) * kPad + q % kItems;
-          atomicAdd(dBrow + q, xB[at]);
-          atomicAdd(dCrow + q, xC[at]);
-        }
+        const float v = dt[i] + bias;
+        dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // past L: u = dy = dt = 0
+        y[i] = ddt[i] = dub[i] = 0.f;
       }
     }
+    // The saved state before the chunk: t0 is a multiple of chunk.
+    const float* h_saved = active && c > 0 ? p.saved + (r * p.nc + t0 / p.chunk - 1) * N : nullptr;
+
+    for (int64_t g0 = 0; g0 < N; g0 += kBwdGroup) {
+      const int gn = int(min(int64_t(kBwdGroup), N - g0));
+      __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
+      fill_tile<kItems, kBwdBatch>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kBwdBatch>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
+      __syncthreads();  // K2
+      if (active) {
+        for (int j = 0; j < gn; ++j) {
+          const int64_t n = g0 + j;
+          const float An = to_f32(p.A[d * N + n]), A2 = An * kLog2e;
+          const float h_in = h_saved ? h_saved[n] : 0.f;  // first: its latency hides behind the scans
+          float a[kItems], Cv[kItems], g[kItems];
+          tile_items<kItems>(Cs + j * kRow, lane, Cv);
+          Pair ragg{1.f, 0.f};
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) a[i] = exp2f(dt[i] * A2);
+#pragma unroll
+          for (int i = kItems - 1; i >= 0; --i) ragg = {ragg.a * a[i], a[i] * (ragg.b + Cv[i] * dy[i])};
+          const float e_in = ecarry[n];
+          Pair rtotal;
+          const Pair rpre = warp_scan_reverse(ragg, &rtotal);
+          __syncwarp();  // ecarry[n]: every lane has read it
+          if (lane == 0) ecarry[n] = rtotal.a * e_in + rtotal.b;
+          // g = dL/dh_t: this step's output term plus what flows back from step t + 1.
+          float e = rpre.a * e_in + rpre.b;
+#pragma unroll
+          for (int i = kItems - 1; i >= 0; --i) {
+            g[i] = Cv[i] * dy[i] + e;
+            e = a[i] * g[i];
+          }
+
+          float Bv[kItems];
+          tile_items<kItems>(Bs + j * kRow, lane, Bv);
+          Pair fagg{1.f, 0.f};
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) fagg = {fagg.a * a[i], a[i] * fagg.b + dt[i] * u[i] * Bv[i]};
+          Pair ftotal;
+          const Pair fpre = warp_scan_forward(fagg, &ftotal);
+          float h = fpre.a * h_in + fpre.b, dA_t = 0.f, tB[kItems], tC[kItems];
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) {
+            const float ah = a[i] * h, dtu = dt[i] * u[i];  // ah = exp(dt A) h_{t-1}
+            h = ah + dtu * Bv[i];
+            dA_t += g[i] * dt[i] * ah;
+            ddt[i] += g[i] * An * ah;
+            dub[i] += g[i] * Bv[i];
+            y[i] += Cv[i] * h;
+            tB[i] = g[i] * dtu;
+            tC[i] = dy[i] * h;
+          }
+          store_tile_items<kItems>(xB + (warp * kBwdGroup + j) * kRow, lane, tB);
+          store_tile_items<kItems>(xC + (warp * kBwdGroup + j) * kRow, lane, tC);
+          dA_t = warp_sum(dA_t);
+          if (lane == 0) dA_s[n] += double(dA_t);
+        }
+      }
+      __syncthreads();  // K3: every warp's dB/dC terms of the group are written
+      // Step q of the chunk, state g0 + j: the block's channels summed in warp order, then one
+      // atomic; consecutive threads take consecutive steps.
+      for (int k = tid; k < gn * kSteps; k += kThreads) {
+        const int j = k / kSteps, q = k % kSteps;
+        if (t0 + q >= L) continue;
+        const int at = j * kRow + tile_pos<kItems>(q);
+        float sB = 0.f, sC = 0.f;
+        for (int w = 0; w < bc.count; ++w) {
+          sB += xB[w * kBwdGroup * kRow + at];
+          sC += xC[w * kBwdGroup * kRow + at];
+        }
+        const int64_t at_g = (b * N + g0 + j) * L + t0 + q;
+        atomicAdd(p.dB + at_g, sB);
+        atomicAdd(p.dC + at_g, sC);
+      }
+    }
+    if (!active) continue;
 
     float zz[kItems], dout[kItems];
     if (p.z) {
@@ -409,23 +541,14 @@ __global__ void __launch_bounds__(kMaxThreads, 3) backward_kernel(Params<T> p) {
     dD_t = warp_sum(dD_t);
     db_t = warp_sum(db_t);
     if (lane == 0) {
-      red[1][warp] = dD_t;
-      red[2][warp] = db_t;
-    }
-    __syncthreads();  // S4
-    if (tid == 0) {
-      float sD = 0.f, sb = 0.f;
-      for (int w = 0; w < nwarps; ++w) {
-        sD += red[1][w];
-        sb += red[2][w];
-      }
-      dD_acc += double(sD);
-      db_acc += double(sb);
+      dD_acc += double(dD_t);
+      db_acc += double(db_t);
     }
   }
-  __syncthreads();  // dA_s
-  for (int64_t n = tid; n < N; n += nthreads) p.part_dA[r * N + n] = dA_s[n];
-  if (tid == 0) {
+  __syncwarp();  // dA_s: lane 0's last additions before the reads
+  if (!active) return;
+  for (int64_t n = lane; n < N; n += 32) p.part_dA[r * N + n] = dA_s[n];
+  if (lane == 0) {
     p.part_dD[r] = dD_acc;
     p.part_db[r] = db_acc;
   }
@@ -462,24 +585,6 @@ template <typename F> void dispatch_f32_bf16(DType t, const char* op, F&& f) {
   }
 }
 
-// The thread count whose time chunk (threads * items, a multiple of `chunk`) pads L the
-// least; ties go to more threads (fewer chunks, fewer barriers).
-int threads_for(int64_t L, int64_t chunk, int items) {
-  int best = 0;
-  int64_t best_len = 0;
-  for (int t : {kMaxThreads, kMaxThreads / 2, kMaxThreads / 4}) {
-    const int64_t ct = int64_t(t) * items;
-    if (ct % chunk != 0) continue;
-    const int64_t padded = ceil_div(L, ct) * ct;
-    if (best == 0 || padded < best_len) {
-      best = t;
-      best_len = padded;
-    }
-  }
-  HYMBA_CHECK(best > 0, "selective_scan (blocked): no time chunk is a multiple of chunk ", chunk);
-  return best;
-}
-
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
 template <typename T> const T* cptr(const Tensor& t) { return t.defined() ? ptr_of<const T>(t) : nullptr; }
 template <typename T> T* mptr(const Tensor& t) { return t.defined() ? ptr_of<T>(t) : nullptr; }
@@ -492,10 +597,19 @@ template <typename T> bool rows_aligned(int64_t L, std::initializer_list<const v
   return true;
 }
 
+// One block per kR channels of a batch row.
 unsigned channel_blocks(int64_t Bn, int64_t Dn) {
-  HYMBA_CHECK(Bn * Dn <= int64_t(INT32_MAX), "selective_scan (blocked): ", Bn, " x ", Dn,
+  const int64_t blocks = Bn * ceil_div(Dn, kR);
+  HYMBA_CHECK(blocks <= int64_t(INT32_MAX), "selective_scan (blocked): ", Bn, " x ", Dn,
               " channels exceed the grid limit");
-  return unsigned(Bn * Dn);
+  return unsigned(blocks);
+}
+
+// Kernels above the default 48 KiB of dynamic shared memory must opt in per function.
+template <typename Kernel> void allow_smem(Kernel kernel, size_t bytes, const char* op) {
+  if (bytes > 48 * 1024)
+    HYMBA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op, ": ",
+                     bytes, " bytes of shared memory");
 }
 
 // The inputs, contiguous (copied only where they are not); they must outlive the launches.
@@ -520,6 +634,7 @@ struct Inputs {
     p.N = N;
     p.chunk = chunk;
     p.nc = ceil_div(L, chunk);
+    p.dblocks = ceil_div(Dn, kR);
     p.softplus = softplus;
     return p;
   }
@@ -528,7 +643,7 @@ struct Inputs {
 }  // namespace
 
 bool supports(DType dt, int64_t N, int64_t chunk) {
-  return (dt == DType::F32 || dt == DType::BF16) && N >= 1 && N <= kMaxN && chunk >= 1 && kMaxChunkT % chunk == 0;
+  return (dt == DType::F32 || dt == DType::BF16) && N >= 1 && N <= kMaxN && chunk >= 1 && kBwdSteps % chunk == 0;
 }
 
 std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& delta_in, const Tensor& A_in,
@@ -546,7 +661,6 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
   Tensor states = empty({Bn, Dn, nc, N}, TensorOptions(DType::F32, u_in.device()));
   if (Bn * Dn == 0) return {out, last, states};
   const Inputs in(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in);
-  const int threads = threads_for(L, chunk, kFwdItems);
   dispatch_f32_bf16(u_in.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     Params<T> p = in.params<T>(Dn, L, N, chunk, delta_softplus);
@@ -554,9 +668,11 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
     p.last = ptr_of<T>(last);
     p.states = ptr_of<float>(states);
     p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.out});
-    const size_t smem = size_t(N) * sizeof(float);
-    forward_kernel<T><<<channel_blocks(Bn, Dn), threads, smem, stream()>>>(p);
-    HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", threads, " threads");
+    const size_t smem = forward_smem(N);
+    allow_smem(forward_kernel<T>, smem, op);
+    forward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
+    HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
+                            " bytes of shared memory");
   });
   return {out, last, states};
 }
@@ -584,7 +700,6 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
 
   const Inputs in(u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in);
   const Tensor dout = dout_in.contiguous(), states = states_in.contiguous();
-  const int threads = threads_for(L, chunk, kBwdItems);
   dispatch_f32_bf16(u_in.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if (Bn * Dn > 0) {
@@ -600,12 +715,11 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       p.part_dD = ptr_of<double>(part_dD);
       p.part_db = ptr_of<double>(part_db);
       p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.dout, p.du, p.ddelta, p.dz});
-      // dA_s, ecarry, xB, xC (backward_kernel).
-      const size_t smem =
-          size_t(N) * (sizeof(double) + sizeof(float)) + size_t(2 * threads * (kBwdItems + 1)) * sizeof(float);
-      backward_kernel<T><<<channel_blocks(Bn, Dn), threads, smem, stream()>>>(p);
-      HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", threads,
-                              " threads");
+      const size_t smem = backward_smem(N);
+      allow_smem(backward_kernel<T>, smem, op);
+      backward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
+      HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
+                              " bytes of shared memory");
     }
     if (Dn * N > 0) {
       reduce_params_kernel<T><<<grid_for(Dn * N, 256), 256, 0, stream()>>>(

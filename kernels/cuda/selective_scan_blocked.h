@@ -6,8 +6,9 @@
 // Contract: kernels/selective_scan.h exactly, including chunk_states: (B, D, ceil(L/chunk), N)
 // in fp32 (f64 for f64 inputs), holding the state after steps chunk-1, 2*chunk-1, ..., L-1, so
 // the sequential backward can consume this forward's chunk_states and the other way round.
-// Difference: dB and dC are summed over channels with fp32 atomics, so they may differ in
-// the last bits from run to run (every other gradient is deterministic).
+// Difference: dB and dC are summed over the 4 channels of a block in a fixed order, then over
+// the blocks with fp32 atomics, so they may differ in the last bits from run to run (every
+// other gradient is deterministic).
 #pragma once
 
 #include <tuple>
@@ -17,8 +18,9 @@
 namespace hymba::kernels::cuda::scan_blocked {
 
 // Whether the blocked kernels take inputs of this dtype with N states (and chunk): f32 or
-// bf16 (f64 stays on the sequential kernels), 1 <= N <= 1024, and a save interval `chunk` that
-// divides 1024, so that every time chunk the kernels pick starts right after a saved state.
+// bf16 (f64 stays on the sequential kernels), 1 <= N <= 256, and a save interval `chunk` that
+// divides 256 (the backward's time chunk: a warp of 32 lanes x 8 steps), so that every time
+// chunk of the backward starts right after a saved state.
 bool supports(DType dt, int64_t N, int64_t chunk);
 
 std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,

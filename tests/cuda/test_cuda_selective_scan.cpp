@@ -9,12 +9,14 @@
 //
 // Every forward/backward test runs under both CUDA implementations (kernels/cuda_impl.h):
 // the sequential kernels and the blocked time-parallel ones, which take f32 and bf16 with a
-// save interval that divides 1024 and leave f64 and other intervals to the sequential ones
-// (so those cases check the fallback). The blocked kernels' own cases cover several time
-// chunks with a tail at each thread count they pick (32, 64, 128), sequences shorter than one
-// thread's steps, misaligned rows (no vector loads), empty shapes, and chunk_states passed
-// between the two implementations. Their tolerances are the same: dB and dC are sums over
-// channels with fp32 atomics, whose order only moves the last bits.
+// save interval that divides 256 and leave f64 and other intervals to the sequential ones
+// (so those cases check the fallback). The blocked kernels run 4 channels per block (a warp
+// each) over time chunks of 512 steps forward and 256 backward; their own cases cover several
+// time chunks with a tail, sequences shorter than one lane's steps, channel counts that leave
+// the last block of a row part-empty (and problems that fit one block), state counts that
+// leave the last shared B/C group partial, misaligned rows (no vector loads), empty shapes,
+// and chunk_states passed between the two implementations. Their tolerances are the same: dB
+// and dC are sums over channels with fp32 atomics, whose order only moves the last bits.
 #include <gmock/gmock.h>
 
 #include <functional>
@@ -162,7 +164,7 @@ TEST(CudaSelectiveScan, ChunkSizes) {
   // Many short chunks; one chunk longer than L; chunks too long for shared memory (global
   // scratch), in f32 and f64 (f64 at the default chunk already needs global scratch). The
   // blocked kernels take chunk 1 and fall back to the sequential ones for 7, 1000, 200, 100
-  // (which do not divide 1024) and for f64.
+  // (which do not divide 256) and for f64.
   for_each_impl([] {
     check_case({2, 9, 16, 65, true, true, true, true, 7}, DType::F32, 300);
     check_case({2, 9, 16, 65, true, true, true, true, 1}, DType::F32, 301);
@@ -312,23 +314,23 @@ TEST(CudaSelectiveScan, RejectsWhatItCannotRun) {
   for_each_impl([] { check_rejects(); });
 }
 
-// ---- The blocked kernels' own cases (kernels/cuda/selective_scan_blocked.cu). Each picks,
-// per call, 32, 64 or 128 threads of 16 steps (forward) or 8 steps (backward); the comments
-// give the time chunks the forward / backward run.
+// ---- The blocked kernels' own cases (kernels/cuda/selective_scan_blocked.cu): 4 channels per
+// block, a warp per channel whose lanes take 16 steps (forward) or 8 steps (backward) each;
+// the comments give the time chunks the forward / backward run.
 
 TEST(CudaSelectiveScan, BlockedSeveralTimeChunks) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
-  // 2 * 2048 + 37, odd (no vector loads): 9 x 512 (32 threads) / 17 x 256 (32), with a tail.
+  // 2 * 2048 + 37, odd (no vector loads): 9 x 512 / 17 x 256, with a tail.
   check_case({1, 3, 16, 2 * 2048 + 37, true, true, true, true}, DType::F32, 1000);
   check_case({2, 1, 16, 2 * 2048 + 37, false, false, false, false}, DType::F32, 1001);
-  // 2 x 2048 (128 threads, 4 warps) / 4 x 1024 (128), vector loads, a tail in the last chunk.
+  // 8 x 512 / 16 x 256, vector loads, a tail in the last chunk.
   check_case({2, 2, 16, 4000, true, true, true, true}, DType::F32, 1002);
-  // 3 x 1024 (64 threads) / 3 x 1024 (128).
+  // 6 x 512 / 12 x 256.
   check_case({1, 3, 16, 3000, true, true, true, true}, DType::F32, 1003);
-  // The Hymba length: 5 x 512 (32) / 9 x 256 (32).
+  // The Hymba length: 5 x 512 / 9 x 256.
   check_case({1, 4, 16, 2176, true, true, true, true}, DType::F32, 1004);
-  // One chunk: 1 x 1024 (64) / 1 x 1024 (128).
+  // 2 x 512 / 4 x 256.
   check_case({3, 2, 16, 1000, true, true, true, true}, DType::F32, 1005);
 }
 
@@ -345,8 +347,8 @@ TEST(CudaSelectiveScan, BlockedOptionsOverSeveralChunks) {
 TEST(CudaSelectiveScan, BlockedShortSequences) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
-  // Shorter than, equal to and just over one thread's steps (8 backward, 16 forward), and
-  // over one warp's.
+  // Shorter than, equal to and just over one lane's steps (8 backward, 16 forward), and over
+  // one warp's time chunk (256 backward).
   uint64_t seed = 1200;
   for (int64_t L : {1, 2, 5, 8, 9, 15, 16, 17, 255, 257})
     check_case({2, 3, 16, L, true, true, true, true}, DType::F32, seed++);
@@ -355,13 +357,26 @@ TEST(CudaSelectiveScan, BlockedShortSequences) {
 TEST(CudaSelectiveScan, BlockedStateSizes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
-  // N = 1 and 17: an odd number of scans per chunk, so the forward's alternating scan
-  // buffers change parity from one chunk to the next.
+  // B and C go through shared memory 8 states at a time forward and 4 backward: N = 1 fills
+  // one group partly, 16 fills whole groups, 17 leaves a last group of one.
   uint64_t seed = 1300;
   for (int64_t N : {1, 16, 17}) {
     check_case({2, 5, N, 700, true, true, true, true}, DType::F32, seed++);
     check_case({1, 2, N, 1500, true, true, true, true}, DType::F32, seed++);
   }
+}
+
+TEST(CudaSelectiveScan, BlockedChannelTails) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  // A block holds 4 channels of one batch row. B * D = 3 and 1: the whole problem in one
+  // block, 3 and 1 of its 4 warps with a channel. D = 7, 5, 6: the last block of every row
+  // holds 3, 1, 2 channels (so dB, dC sum fewer warps there), over several time chunks.
+  check_case({1, 3, 16, 300, true, true, true, true}, DType::F32, 1900);
+  check_case({1, 1, 16, 600, true, true, true, true}, DType::F32, 1901);
+  check_case({2, 7, 16, 700, true, true, true, true}, DType::F32, 1902);
+  check_case({3, 5, 17, 1100, true, false, true, true}, DType::F32, 1903);
+  check_case({1, 6, 16, 2176, true, true, true, true}, DType::BF16, 1904);
 }
 
 TEST(CudaSelectiveScan, BlockedBf16) {
@@ -376,16 +391,17 @@ TEST(CudaSelectiveScan, BlockedBf16) {
 TEST(CudaSelectiveScan, BlockedSaveIntervals) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
-  // Intervals that divide 1024 restrict the thread counts: 1024 leaves 64 or 128 threads
-  // forward (3 x 1024) and 128 backward (3 x 1024); 512: 3 x 512 / 3 x 512 (64 threads).
-  // Interval 1 saves every step; 256 with a tail.
-  check_case({2, 3, 16, 2100, true, true, true, true, 1024}, DType::F32, 1500);
-  check_case({2, 3, 16, 1500, true, true, true, true, 512}, DType::F32, 1501);
+  // Intervals that divide the backward's time chunk (256): 256 (one saved state per chunk,
+  // and with a tail), 128, 32 and 1 (every step saved).
+  check_case({2, 3, 16, 2100, true, true, true, true, 256}, DType::F32, 1500);
+  check_case({2, 3, 16, 1500, true, true, true, true, 128}, DType::F32, 1501);
   check_case({1, 3, 16, 600, true, true, true, true, 1}, DType::F32, 1502);
   check_case({1, 3, 16, 4133, true, true, true, true, 256}, DType::F32, 1503);
-  // Intervals that do not divide 1024 run the sequential kernels instead.
+  check_case({1, 5, 16, 700, true, true, true, true, 32}, DType::F32, 1506);
+  // Intervals that do not divide 256 run the sequential kernels instead.
   check_case({2, 3, 16, 700, true, true, true, true, 100}, DType::F32, 1504);
   check_case({2, 3, 16, 700, true, true, true, true, 2048}, DType::F32, 1505);
+  check_case({2, 3, 16, 1500, true, true, true, true, 512}, DType::F32, 1507);
 }
 
 // A contiguous GPU copy of t (a CPU tensor) whose data starts one element past a 16-byte
