@@ -79,13 +79,17 @@ std::shared_ptr<Communicator> make_single_process_communicator();
 // MPI_COMM_WORLD (the job) or MPI_COMM_SELF (this process alone, world 1: tests compare a
 // job with a one-process reference inside the same mpirun). MPI must be initialized
 // (train/distributed.h).
+// Only in builds with MPI (HYMBA_WITH_MPI, defined by CMake).
+#ifdef HYMBA_WITH_MPI
 std::shared_ptr<Communicator> make_mpi_world_communicator();
 std::shared_ptr<Communicator> make_mpi_self_communicator();
+#endif
 
 #ifdef HYMBA_WITH_CUDA
 // NCCL over the ranks of `bootstrap` (same rank and world), on the current CUDA device, which
 // the caller selects from the local rank (cuda::choose_device_from_env). Collective: every
-// rank of `bootstrap` must call it.
+// rank of `bootstrap` must call it. With world 1 the bootstrap carries nothing (the
+// single-process communicator will do: no MPI needed).
 std::shared_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap);
 #endif
 

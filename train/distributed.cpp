@@ -1,6 +1,8 @@
 #include "train/distributed.h"
 
+#ifdef HYMBA_WITH_MPI
 #include <mpi.h>
+#endif
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -13,7 +15,9 @@
 namespace hymba::train {
 namespace {
 
+#ifdef HYMBA_WITH_MPI
 bool g_we_initialized = false;
+#endif
 
 bool env_set(const char* name) {
   const char* v = std::getenv(name);
@@ -35,6 +39,8 @@ int64_t env_int(const char* name, int64_t fallback) {
 bool launched_by_mpi() {
   return env_set("OMPI_COMM_WORLD_SIZE") || env_set("PMI_SIZE") || env_set("PMI_RANK") || env_set("PMIX_RANK");
 }
+
+#ifdef HYMBA_WITH_MPI
 
 bool distributed_initialized() {
   int init = 0, fin = 0;
@@ -79,6 +85,38 @@ std::shared_ptr<Communicator> job_communicator() {
   return make_single_process_communicator();
 }
 
+#else  // a build without MPI (HYMBA_WITH_MPI=OFF): always one process
+
+void init_distributed() {
+  // Every copy started by a launcher would train alone on the whole batch and write the same
+  // files: refuse instead. Ranks of 1 (`mpirun -np 1`) are a single process and fine.
+  struct Launch {
+    const char* var;
+    const char* launcher;
+  };
+  // SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: a batch script of an `sbatch -n 8` allocation has
+  // SLURM_NTASKS=8 while running one process; srun sets the step's own count.
+  static constexpr Launch kLaunches[] = {{"OMPI_COMM_WORLD_SIZE", "Open MPI's mpirun"},
+                                         {"PMI_SIZE", "an MPICH/Hydra or Slurm PMI launcher"},
+                                         {"SLURM_STEP_NUM_TASKS", "srun"}};
+  for (const Launch& l : kLaunches) {
+    const int64_t n = env_int(l.var, 1);
+    if (n > 1)
+      HYMBA_USER_ERROR("this build has no MPI (configured with HYMBA_WITH_MPI=OFF or without MPI found), but ",
+                       l.launcher, " started ", n, " processes (", l.var, "=", n,
+                       "): each would train alone. Rebuild with MPI (apt install libopenmpi-dev; "
+                       "cmake -DHYMBA_WITH_MPI=ON) for data parallelism, or start one process.");
+  }
+}
+
+void finalize_distributed() {}
+bool distributed_initialized() { return false; }
+int job_rank() { return 0; }
+int job_world() { return 1; }
+std::shared_ptr<Communicator> job_communicator() { return make_single_process_communicator(); }
+
+#endif
+
 double collective_timeout_seconds() {
   const int64_t t = env_int("HYMBA_COLLECTIVE_TIMEOUT", 600);
   if (t <= 0) HYMBA_USER_ERROR("HYMBA_COLLECTIVE_TIMEOUT: expected a positive number of seconds, got ", t);
@@ -86,12 +124,14 @@ double collective_timeout_seconds() {
 }
 
 void fail_job(const std::string& message, const char* kind) {
+#ifdef HYMBA_WITH_MPI
   if (job_world() > 1) {
     std::fprintf(stderr, "[rank %d] %s: %s\n", job_rank(), kind, message.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::_Exit(1);  // MPI_Abort does not return; this is for an MPI that would
   }
+#endif
   std::fprintf(stderr, "%s: %s\n", kind, message.c_str());
 }
 

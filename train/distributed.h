@@ -8,6 +8,10 @@
 // (PMIx: Open MPI 5, Slurm --mpi=pmix). A bare `srun` without --mpi sets none of them and
 // would start N independent single-process runs, so it is not treated as a launch.
 //
+// A build without MPI (cmake -DHYMBA_WITH_MPI=OFF, or AUTO where MPI is missing) always runs
+// one process (rank 0 of 1); init_distributed() then refuses, with a UserError, a launch of
+// several processes (OMPI_COMM_WORLD_SIZE, PMI_SIZE or srun's SLURM_STEP_NUM_TASKS above 1).
+//
 // Failure: an uncaught error in any rank goes through fail_job(), which prints
 // "[rank R] error: ..." and calls MPI_Abort: the launcher then kills every rank within
 // seconds instead of leaving them blocked in the next collective. A collective that does not
@@ -27,7 +31,8 @@ bool launched_by_mpi();
 
 // Initializes MPI (thread level FUNNELED: only the main thread calls MPI) when launched_by_mpi()
 // and not done yet; no-op otherwise. Installs a rank prefix in spdlog's pattern when the job
-// has more than one rank. Safe to call more than once.
+// has more than one rank. Safe to call more than once. Without MPI: throws UserError when a
+// launcher started several processes, else does nothing.
 void init_distributed();
 // MPI_Finalize when init_distributed() initialized MPI. Call on the success path only: after
 // an error the job is aborted instead (fail_job), because finalizing waits for the others.

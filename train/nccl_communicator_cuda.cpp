@@ -73,12 +73,19 @@ class NcclCommunicator final : public Communicator {
   explicit NcclCommunicator(Communicator& bootstrap)
       : rank_(bootstrap.rank()), world_(bootstrap.world()), local_rank_(bootstrap.local_rank()) {
     HYMBA_CUDA_CHECK(cudaGetDevice(&device_), "NCCL communicator: current device");
+    HYMBA_CHECK(world_ >= 1 && rank_ >= 0 && rank_ < world_, "NCCL communicator: rank ", rank_, " of ", world_);
     ncclUniqueId id{};
     if (rank_ == 0) HYMBA_NCCL_CHECK(ncclGetUniqueId(&id));
-    Tensor words = zeros({int64_t(NCCL_UNIQUE_ID_BYTES / sizeof(int32_t))}, DType::I32);
-    if (rank_ == 0) std::memcpy(words.data_ptr(), id.internal, NCCL_UNIQUE_ID_BYTES);
-    bootstrap.broadcast(words, 0);
-    std::memcpy(id.internal, words.data_ptr(), NCCL_UNIQUE_ID_BYTES);
+    // Rank 0's id reaches the others through the bootstrap (MPI: CPU tensors); one rank
+    // already has it, so a build without MPI still gets a working 1-rank communicator.
+    if (world_ > 1) {
+      HYMBA_CHECK(bootstrap.device().is_cpu(), "NCCL communicator: the bootstrap must carry CPU tensors, it is ",
+                  bootstrap.backend());
+      Tensor words = zeros({int64_t(NCCL_UNIQUE_ID_BYTES / sizeof(int32_t))}, DType::I32);
+      if (rank_ == 0) std::memcpy(words.data_ptr(), id.internal, NCCL_UNIQUE_ID_BYTES);
+      bootstrap.broadcast(words, 0);
+      std::memcpy(id.internal, words.data_ptr(), NCCL_UNIQUE_ID_BYTES);
+    }
     HYMBA_NCCL_CHECK(ncclCommInitRank(&comm_, world_, id, rank_), "rank ", rank_, " of ", world_, " on cuda:",
                      device_);
     HYMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
