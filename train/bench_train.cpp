@@ -16,8 +16,14 @@
 #include "data/loader.h"
 #include "kernels/matmul.h"
 #include "layers/model.h"
+#include "layers/precision.h"
+#include "train/device_info.h"
 #include "train/model_info.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
+#ifdef HYMBA_WITH_CUDA
+#include "core/cuda_ops.h"
+#endif
 
 namespace hymba::train {
 
@@ -69,18 +75,35 @@ std::vector<StepBatch> data_batches(const TrainConfig& cfg, int64_t n, int64_t B
   return out;
 }
 
-// GFLOP/s of c = a * b^T (or a * b) at M x N x K, repeated for at least `min_seconds`.
-double sgemm_gflops(int64_t M, int64_t N, int64_t K, bool trans_b, double min_seconds = 0.3) {
+// Waits for the work queued on a GPU (the current device's); nothing to wait for on the CPU,
+// whose kernels return when done.
+void sync(Device d) {
+  if (!d.is_cuda()) return;
+#ifdef HYMBA_WITH_CUDA
+  cuda::synchronize();
+#endif
+}
+
+// GFLOP/s of c = a * b^T (or a * b) at M x N x K in `dtype` on `device`, repeated for at least
+// `min_seconds`. On the CPU every call returns when done; on CUDA calls are queued in
+// growing rounds and the clock is read after a device sync, so it counts kernel time, not
+// launches, without a sync per call.
+double gemm_gflops(Device device, DType dtype, int64_t M, int64_t N, int64_t K, bool trans_b,
+                   double min_seconds = 0.3) {
   Generator g(1);
-  Tensor a = randn({M, K}, {}, &g), b = trans_b ? randn({N, K}, {}, &g) : randn({K, N}, {}, &g);
-  Tensor c = empty({M, N});
-  kernels::matmul_out(c, a, b, false, trans_b);  // warm-up: first-touch pages, BLAS thread start
-  int64_t reps = 0;
+  const TensorOptions to(dtype, device);
+  Tensor a = randn({M, K}, to, &g), b = trans_b ? randn({N, K}, to, &g) : randn({K, N}, to, &g);
+  Tensor c = empty({M, N}, to);
+  kernels::matmul_out(c, a, b, false, trans_b);  // warm-up: first-touch pages, BLAS threads, cuBLASLt plan
+  sync(device);
+  int64_t reps = 0, round = 1;
   auto t0 = Clock::now();
   double t = 0.0;
   do {
-    kernels::matmul_out(c, a, b, false, trans_b);
-    ++reps;
+    for (int64_t i = 0; i < round; ++i) kernels::matmul_out(c, a, b, false, trans_b);
+    sync(device);
+    reps += round;
+    if (device.is_cuda()) round = std::min<int64_t>(round * 2, 256);
     t = seconds_since(t0);
   } while (t < min_seconds);
   return 2.0 * double(M) * double(N) * double(K) * double(reps) / t / 1e9;
@@ -127,18 +150,43 @@ BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& op
   r.params = count_parameters(cfg.model);
   const int64_t B = r.batch, L = r.seq_len, n = opts.warmup + opts.steps;
 
+  // The Trainer's device and compute dtype, refused before any work when unavailable.
+  const Device device = training_device(cfg);
+  const std::optional<DType> compute = training_compute_dtype(cfg, device);
+  r.device = device.str();
+  r.precision = compute ? "bf16" : "fp32";
+  if (device.is_cuda()) {
+    r.device_name = cuda_device_name(device.index);
+    if (cfg.run.peak_tflops > 0) {
+      r.peak_flops = cfg.run.peak_tflops * 1e12;
+      r.peak_source = "run.peak_tflops";
+    } else if (compute == DType::BF16) {
+      // The table holds bf16 tensor-core peaks only: an fp32 run needs run.peak_tflops for MFU.
+      r.peak_flops = peak_bf16_flops_for_name(r.device_name);
+      if (r.peak_flops > 0) r.peak_source = "device table";
+    }
+  }
+
   const bool real = !cfg.data.train.empty() && fs::exists(cfg.data.train);
   r.data = real ? cfg.data.train : "random tokens";
   std::vector<StepBatch> batches =
       real ? data_batches(cfg, n, B, L) : random_batches(n, B, L, cfg.model.vocab_size, cfg.run.seed);
+  // Copied before timing: the Trainer's per-step copy of B x L token ids is negligible.
+  if (device.is_cuda())
+    for (StepBatch& b : batches) b = {b.ids.to(device), b.targets.to(device)};
 
+  manual_seed(cfg.run.seed);
   Model model(cfg.model, cfg.run.seed);
   model.train();
   model.set_recompute(r.recompute);
+  // Before the optimizer, as in the Trainer: the AdamW moments are made on the parameters' device.
+  if (device.is_cuda()) model.to(device);
   AdamW optim(default_param_groups(model.named_parameters(), cfg.optim.weight_decay, cfg.optim.no_decay),
               AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps});
   auto step = [&](const StepBatch& b) {
-    Tensor loss = model.loss(b.ids, b.targets);
+    // For the whole step, as in Trainer::train_step: recomputation reruns the forward in backward.
+    PrecisionGuard precision(compute);
+    Tensor loss = training_loss(model, b.ids, b.targets, 1.0, compute);
     const double lv = loss.item();
     loss.backward();
     if (cfg.optim.grad_clip > 0)
@@ -152,23 +200,36 @@ BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& op
 
   for (int64_t s = 0; s < opts.warmup; ++s) step(batches[size_t(s)]);
 
-  Allocator* alloc = get_allocator(Device::cpu());
+  // Host clocks around asynchronous kernels would time their launches.
+  const bool profile = opts.profile && !device.is_cuda();
+  if (opts.profile && device.is_cuda())
+    r.profile_note =
+        "off on CUDA: the op-family timers read the host clock, which times kernel launches on an "
+        "asynchronous GPU, not the kernels (use Nsight Systems for a per-kernel split)";
+  Allocator* alloc = get_allocator(device);
+  sync(device);  // the warm-up's optimizer step is still queued on a GPU
   alloc->reset_peak();
   const size_t base = alloc->stats().allocated;
   profiler::reset();
-  profiler::set_enabled(opts.profile);
+  profiler::set_enabled(profile);
   auto t0 = Clock::now();
   for (int64_t s = opts.warmup; s < n; ++s) r.final_loss = step(batches[size_t(s)]);
+  sync(device);  // the last optimizer step belongs to the timed work
   const double total = seconds_since(t0);
   profiler::set_enabled(false);
-  r.peak_mb = double(alloc->stats().peak_allocated - std::min(base, alloc->stats().peak_allocated)) / 1e6;
+  const AllocatorStats st = alloc->stats();
+  r.peak_mb = double(st.peak_allocated - std::min(base, st.peak_allocated)) / 1e6;
+  if (device.is_cuda()) {
+    r.peak_total_mb = double(st.peak_allocated) / 1e6;
+    r.reserved_mb = double(st.reserved) / 1e6;
+  }
 
   r.seconds_per_step = total / double(opts.steps);
   r.tokens_per_second = double(B * L) / r.seconds_per_step;
   r.flops_per_token = model_info(cfg.model, L).train_flops_per_token;
   r.gflops = r.flops_per_token * r.tokens_per_second / 1e9;
 
-  if (opts.profile) {
+  if (profile) {
     r.kernels = profiler::snapshot();
     r.families = profiler::by_family(r.kernels);
     for (const auto& f : r.families) r.profiled_seconds += f.self_seconds;
@@ -176,6 +237,13 @@ BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& op
   }
 
   if (opts.sgemm) {
+    // The GEMM the step's matmuls run: f32 on the CPU, the compute dtype on CUDA.
+    const DType dt = compute.value_or(DType::F32);
+    std::string dt_label = dtype_name(dt);
+#ifdef HYMBA_WITH_CUDA
+    // Settled by the step's own f32 products, which read HYMBA_ALLOW_TF32 on first use.
+    if (device.is_cuda() && dt == DType::F32 && kernels::cuda::allow_tf32()) dt_label = "f32 (tf32 tensor cores)";
+#endif
     // The largest weight used in a matrix product, at the step's token count.
     std::string name;
     Shape shape;
@@ -185,9 +253,11 @@ BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& op
     }
     if (!shape.empty()) {
       const int64_t M = B * L, N = shape[0], K = shape[1];
-      r.sgemm.push_back({M, N, K, "x * W^T, W = " + name, sgemm_gflops(M, N, K, true)});
+      r.sgemm.push_back({M, N, K, "x * W^T, W = " + name, dt_label, gemm_gflops(device, dt, M, N, K, true)});
     }
-    r.sgemm.push_back({1024, 1024, 1024, "1024^3 square", sgemm_gflops(1024, 1024, 1024, false)});
+    // A square product big enough to approach the card's peak; 1024^3 already does on a CPU.
+    const int64_t S = device.is_cuda() ? 8192 : 1024;
+    r.sgemm.push_back({S, S, S, std::to_string(S) + "^3 square", dt_label, gemm_gflops(device, dt, S, S, S, false)});
   }
   return r;
 }
@@ -205,6 +275,36 @@ std::string format_bench_train(const BenchTrainResult& r) {
   line("  step        batch %lld x seq %lld = %lld tokens, forward + backward + clip + AdamW%s", (long long)r.batch,
        (long long)r.seq_len, (long long)(r.batch * r.seq_len), r.recompute ? ", activation recomputation" : "");
   line("  data        %s", r.data.c_str());
+  if (r.on_cuda()) {
+    line("  device      %s (%s), compute %s, fp32 master weights and AdamW moments", r.device.c_str(),
+         r.device_name.c_str(), r.precision.c_str());
+    line("  steps       %lld warm-up + %lld timed, timed to a device sync; last loss %.4f", (long long)r.warmup,
+         (long long)r.steps, r.final_loss);
+    line("  speed       %.2f ms/step, %.0f tokens/s", r.seconds_per_step * 1e3, r.tokens_per_second);
+    if (r.peak_flops > 0)
+      line("  compute     %.3g MFLOP/token (train_flops_per_token), %.2f TFLOP/s achieved, MFU %.2f%% of %.0f TFLOP/s "
+           "(%s peak, %s)",
+           r.flops_per_token / 1e6, r.gflops / 1e3, 100.0 * r.mfu(), r.peak_flops / 1e12, r.precision.c_str(),
+           r.peak_source.c_str());
+    else
+      line("  compute     %.3g MFLOP/token (train_flops_per_token), %.2f TFLOP/s achieved, MFU unknown (no %s peak "
+           "for this card: set run.peak_tflops)",
+           r.flops_per_token / 1e6, r.gflops / 1e3, r.precision.c_str());
+    line("  memory      %.1f MB peak CUDA allocation above the model (%.1f MB in all, with parameters, gradients "
+         "and moments); %.1f MB reserved by the caching allocator",
+         r.peak_mb, r.peak_total_mb, r.reserved_mb);
+    for (size_t i = 0; i < r.sgemm.size(); ++i) {
+      const auto& s = r.sgemm[i];
+      char of_peak[64] = "";
+      if (r.peak_flops > 0)
+        std::snprintf(of_peak, sizeof of_peak, " (%.1f%% of peak)", 100.0 * s.gflops * 1e9 / r.peak_flops);
+      line("  gemm        %lld x %lld x %lld %s (%s, cuBLASLt): %.2f TFLOP/s%s -> step at %.1f%%", (long long)s.m,
+           (long long)s.n, (long long)s.k, s.dtype.c_str(), s.what.c_str(), s.gflops / 1e3, of_peak,
+           s.gflops > 0 ? 100.0 * r.gflops / s.gflops : 0.0);
+    }
+    if (!r.profile_note.empty()) line("  profile     %s", r.profile_note.c_str());
+    return o.str();
+  }
   line("  threads     %d; %lld warm-up + %lld timed steps; last loss %.4f", r.threads, (long long)r.warmup,
        (long long)r.steps, r.final_loss);
   line("  speed       %.1f ms/step, %.0f tokens/s", r.seconds_per_step * 1e3, r.tokens_per_second);
@@ -254,10 +354,26 @@ std::string bench_train_json(const BenchTrainResult& r) {
   j["gflops"] = r.gflops;
   j["final_loss"] = r.final_loss;
   j["peak_mb"] = r.peak_mb;
-  j["sgemm"] = nlohmann::json::array();
+  j["device"] = r.device;
+  j["precision"] = r.precision;
+  if (r.on_cuda()) {
+    j["device_name"] = r.device_name;
+    j["peak_total_mb"] = r.peak_total_mb;
+    j["reserved_mb"] = r.reserved_mb;
+    j["tflops"] = r.gflops / 1e3;
+    // null: the peak of the compute dtype is unknown for this card (no MFU).
+    j["peak_tflops"] = r.peak_flops > 0 ? nlohmann::json(r.peak_flops / 1e12) : nlohmann::json(nullptr);
+    j["peak_source"] = r.peak_source;
+    j["mfu"] = r.peak_flops > 0 ? nlohmann::json(r.mfu()) : nlohmann::json(nullptr);
+    if (!r.profile_note.empty()) j["profile_note"] = r.profile_note;
+  }
+  // The baseline: "sgemm" (OpenBLAS) on the CPU, "gemm" (cuBLASLt, in the compute dtype) on CUDA.
+  const std::string base = r.on_cuda() ? "gemm" : "sgemm";
+  j[base] = nlohmann::json::array();
   for (const auto& s : r.sgemm)
-    j["sgemm"].push_back({{"m", s.m}, {"n", s.n}, {"k", s.k}, {"what", s.what}, {"gflops", s.gflops}});
-  j["sgemm_ratio"] = r.sgemm_ratio();
+    j[base].push_back(
+        {{"m", s.m}, {"n", s.n}, {"k", s.k}, {"what", s.what}, {"dtype", s.dtype}, {"gflops", s.gflops}});
+  j[base + "_ratio"] = r.sgemm_ratio();
   j["families"] = nlohmann::json::array();
   for (const auto& f : r.families)
     j["families"].push_back({{"family", f.family}, {"seconds", f.self_seconds}, {"calls", f.calls}});

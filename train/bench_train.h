@@ -6,6 +6,16 @@
 // attention) x tokens/s. The sgemm baseline multiplies at the model's largest linear
 // (x (B*L, in) times W^T (in, out), W the largest 2-D weight: usually the output head) and
 // at 1024^3 for reference.
+//
+// run.device and run.precision are honoured as the Trainer honours them (train/trainer.h:
+// training_device, training_compute_dtype, training_loss; fp32 master weights and AdamW
+// moments). On CUDA the batches are copied to the GPU before timing, the clock is read
+// after the step's own sync (loss.item()) and a device synchronize, the memory figures come
+// from the CUDA caching allocator, and the baseline is kernels::matmul (cuBLASLt) in the
+// compute dtype at the largest linear and at 8192^3, timed with device syncs. MFU =
+// achieved FLOP/s / the card's peak dense rate in the compute dtype (train/device_info.h
+// for bf16; run.peak_tflops, when set, for either dtype). The op-family profile is off on
+// CUDA: its host clock would time kernel launches, not kernels.
 #pragma once
 
 #include <cstdint>
@@ -23,13 +33,16 @@ struct BenchTrainOptions {
   int64_t batch = 0;    // rows per step; 0: the recipe's run.micro_batch
   int64_t seq_len = 0;  // 0: the recipe's data.seq_len
   bool recompute = false;
-  bool profile = true;  // op-family split (adds a clock read per kernel call)
-  bool sgemm = true;    // the sgemm baseline
+  bool profile = true;  // op-family split (adds a clock read per kernel call); CPU only
+  bool sgemm = true;    // the GEMM baseline (sgemm on the CPU, cuBLASLt on CUDA)
 };
 
+// One GEMM rate of the baseline: OpenBLAS sgemm on the CPU, kernels::matmul (cuBLASLt) in
+// the compute dtype on CUDA.
 struct SgemmFigure {
   int64_t m = 0, n = 0, k = 0;
   std::string what;
+  std::string dtype = "f32";
   double gflops = 0.0;
 };
 
@@ -43,7 +56,19 @@ struct BenchTrainResult {
   double seconds_per_step = 0.0, tokens_per_second = 0.0;
   double flops_per_token = 0.0, gflops = 0.0;
   double final_loss = 0.0;
-  double peak_mb = 0.0;  // CPU allocator high-water mark during the timed steps
+  double peak_mb = 0.0;  // allocator high-water mark during the timed steps, above what was live before
+  // Where the step ran: "cpu" or "cuda:N" (device_name: the GPU's name), and run.precision
+  // ("fp32" or "bf16": the compute dtype; parameters and moments stay fp32).
+  std::string device = "cpu", device_name, precision = "fp32";
+  // CUDA: the allocator's whole high-water mark (parameters, gradients, moments and
+  // activations) and the bytes the caching allocator holds from the driver at the end.
+  double peak_total_mb = 0.0, reserved_mb = 0.0;
+  // CUDA: the peak dense FLOP/s of the compute dtype used for MFU (0: unknown) and where it
+  // came from ("device table" or "run.peak_tflops").
+  double peak_flops = 0.0;
+  std::string peak_source;
+  // Why there is no op-family profile although one was asked for ("" otherwise).
+  std::string profile_note;
   // Op-family profile of the timed steps (empty when not profiling); untracked is the step
   // time outside every scope (graph building, views and copies made outside kernels).
   std::vector<profiler::FamilyEntry> families;
@@ -51,9 +76,13 @@ struct BenchTrainResult {
   double profiled_seconds = 0.0, untracked_seconds = 0.0;
   std::vector<SgemmFigure> sgemm;  // [0]: the largest linear (the ratio's baseline)
   double sgemm_ratio() const { return sgemm.empty() || sgemm[0].gflops <= 0 ? 0.0 : gflops / sgemm[0].gflops; }
+  bool on_cuda() const { return device != "cpu"; }
+  // Model FLOP utilization: achieved FLOP/s over peak_flops; 0 when the peak is unknown.
+  double mfu() const { return peak_flops > 0 ? gflops * 1e9 / peak_flops : 0.0; }
 };
 
-// `cfg` is a recipe; its data is used when data.train exists, else random tokens.
+// `cfg` is a recipe; its data is used when data.train exists, else random tokens. It runs
+// on run.device in run.precision (UserError for cuda without a visible GPU).
 BenchTrainResult bench_train(const TrainConfig& cfg, const BenchTrainOptions& opts);
 // A training recipe, or a bare model config (then the data is random tokens, batch 8 and
 // sequence 256 unless given). `overrides`: --set keys of the recipe (model.* for a model).

@@ -35,8 +35,9 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The device of run.device, made current for this thread (the kernels launch on the current
-// device's default stream). The config parser already refused cuda in a CPU-only build.
+}  // namespace
+
+// The config parser already refuses cuda in a CPU-only build; a recipe built in code may not.
 Device training_device(const TrainConfig& cfg) {
   if (cfg.run.device != "cuda") return Device::cpu();
 #ifdef HYMBA_WITH_CUDA
@@ -51,7 +52,16 @@ Device training_device(const TrainConfig& cfg) {
 #endif
 }
 
-}  // namespace
+std::optional<DType> training_compute_dtype(const TrainConfig& cfg, Device device) {
+  if (cfg.run.precision != "bf16") return std::nullopt;
+  if (!device.is_cuda()) HYMBA_USER_ERROR(cfg.source, ": run.precision bf16 needs run.device: cuda");
+  return DType::BF16;
+}
+
+Tensor training_loss(const Model& model, const Tensor& ids, const Tensor& targets, double weight,
+                     std::optional<DType> dtype) {
+  return dtype ? model_loss(model, ids, targets, weight) : model.loss(ids, targets, weight);
+}
 
 void Trainer::install_signal_handlers() {
   struct sigaction sa {};
@@ -78,10 +88,7 @@ Trainer::Trainer(TrainConfig cfg, TrainerOptions opts, TrainerHooks hooks)
   const bool ddp = opts_.comm && opts_.world > 1;
 
   device_ = training_device(cfg_);
-  if (cfg_.run.precision == "bf16") {
-    if (!device_.is_cuda()) HYMBA_USER_ERROR(cfg_.source, ": run.precision bf16 needs run.device: cuda");
-    compute_dtype_ = DType::BF16;
-  }
+  compute_dtype_ = training_compute_dtype(cfg_, device_);
   manual_seed(cfg_.run.seed);
   model_ = std::make_unique<Model>(cfg_.model, cfg_.run.seed);
   model_->train();
@@ -251,7 +258,7 @@ StepStats Trainer::train_step() {
       // micro-batch's weight n / total is applied inside the cross entropy, whose gradient is
       // then complete for backward's upstream 1 (no extra pass over the logits).
       const double weight = double(n) / double(total);
-      Tensor loss = compute_dtype_ ? model_loss(*model_, ids, tgt, weight) : model_->loss(ids, tgt, weight);
+      Tensor loss = training_loss(*model_, ids, tgt, weight, compute_dtype_);
       loss_sum += loss.item() * double(total);  // = the micro-batch's mean loss times n
       loss.backward();
     }

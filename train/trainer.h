@@ -123,6 +123,22 @@ struct TrainResult {
   double last_loss = 0.0;
 };
 
+// How a training step runs on run.device in run.precision, shared by the Trainer and
+// `hymba bench train` (train/bench_train.h) so that both measure the same step.
+//
+// The device of run.device, made current for this thread (kernels launch on the current
+// device's default stream): the GPU of the node-local rank (cuda::choose_device_from_env).
+// UserError when run.device is cuda and no GPU is visible or the build has no CUDA.
+Device training_device(const TrainConfig& cfg);
+// The compute dtype of run.precision (layers/precision.h): bf16, or nullopt for fp32 (each
+// tensor's own dtype). UserError for bf16 off CUDA.
+std::optional<DType> training_compute_dtype(const TrainConfig& cfg, Device device);
+// One micro-batch's loss, `weight` applied inside the cross entropy, under the compute dtype
+// `dtype` (which the caller's PrecisionGuard sets): model_loss with one (the LM head cast, an
+// fp32 loss from the logits), Model::loss without (the same computation in fp32).
+Tensor training_loss(const Model& model, const Tensor& ids, const Tensor& targets, double weight,
+                     std::optional<DType> dtype);
+
 class Trainer {
  public:
   Trainer(TrainConfig cfg, TrainerOptions opts = {}, TrainerHooks hooks = {});

@@ -18,6 +18,11 @@ constexpr const char* kUsage =
     "(train_flops_per_token of `hymba info` x tokens/s), the time split by op family, and the\n"
     "GFLOP/s of OpenBLAS sgemm measured in the same run at the model's largest linear (x W^T at\n"
     "the step's token count) and at 1024^3, with the step's share of it.\n"
+    "With run.device: cuda (--set run.device=cuda) the step runs on the GPU in run.precision\n"
+    "(bf16 by default, fp32 master weights) as `hymba train` runs it, timed to a device sync;\n"
+    "it prints TFLOP/s, MFU against the card's peak for the compute dtype (run.peak_tflops\n"
+    "overrides it), CUDA allocator memory, and the cuBLASLt GEMM rate in the compute dtype at\n"
+    "the largest linear and at 8192^3 instead of sgemm. The op-family split is CPU only.\n"
     "  CONFIG        a training recipe (configs/train/*.yaml: its data is used when present,\n"
     "                else random tokens) or a model config (configs/tiny/*.yaml: random tokens,\n"
     "                batch 8, sequence 256); the output says which data it used\n"
@@ -28,7 +33,7 @@ constexpr const char* kUsage =
     "  --set k=v     override a recipe key (repeatable), e.g. --set model.hidden_size=256\n"
     "  --recompute   activation recomputation per block (run.recompute)\n"
     "  --no-profile  skip the op-family split (it reads the clock around every kernel)\n"
-    "  --no-sgemm    skip the sgemm baseline\n"
+    "  --no-sgemm    skip the sgemm (CUDA: GEMM) baseline\n"
     "  --json        print the result as JSON instead of text\n";
 
 int run_bench(const std::vector<std::string>& argv) {
@@ -72,6 +77,7 @@ int run_bench(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-HYMBA_REGISTER_COMMAND("bench", "time training steps: tokens/s, GFLOP/s, op-family split, sgemm baseline", run_bench);
+HYMBA_REGISTER_COMMAND("bench", "time training steps: tokens/s, FLOP/s, MFU, op-family split, GEMM baseline",
+                       run_bench);
 
 }  // namespace hymba::cli
