@@ -136,6 +136,13 @@ void register_all() {
             kernels::cross_entropy_backward(one, logits, targets, f.stats, -100, 1.0 / double(f.count)));
       };
     });
+    // The op training uses: one row pass for the statistics and dlogits while the row is in
+    // cache (compulsory traffic: read the logits, write dlogits).
+    register_op("cross_entropy_fused_fwd_bwd/" + dims(n, v), 2 * elems * kF32, [=] {
+      Tensor logits = randn({n, v}, DType::F32, g, 0.0, 3.0);
+      Tensor targets = rand({n}, DType::F32, g, 0.0, double(v) - 1.0).to(DType::I64);
+      return [=] { benchmark::DoNotOptimize(kernels::cross_entropy_forward_backward(logits, targets)); };
+    });
     register_memcpy(dims(n, v) + "_x1", elems * kF32);
     register_memcpy(dims(n, v) + "_x2", 2 * elems * kF32);
     register_memcpy(dims(n, v) + "_x3", 3 * elems * kF32);

@@ -17,8 +17,10 @@
 # (HYMBA_CUDA=ON, Release, HYMBA_WITH_MPI=OFF with the bundle), build (only what the steps
 # run), libs (ldd: every library resolves), test_cuda, test_cuda_train (CUDA training: fp32
 # gradients, the bf16-vs-fp32 50-step loss curve, the trainer on the device, NCCL on 1 rank),
+# test_cuda_train_fast (the same on the fast scan and attention, kernels/cuda_impl.h),
 # test_core, test_kernels, train_gpu (`hymba train` of the tiny Hymba in bf16 on the GPU on
-# MQAR data made on the spot: tokens/s and MFU), bench_gpu. Each step is timed and has a
+# MQAR data made on the spot: tokens/s and MFU), bench_train_gpu (`hymba bench train` of
+# Hymba-125M: tokens/s, MFU, the same-run GEMM rate), bench_gpu. Each step is timed and has a
 # timeout; a failed step is reported and the next one still runs where it can. Logs go to
 # $OUT when set (the device tool copies back at most 8 files: device-check.log, summary.txt,
 # build.log, tests.log, train_gpu.log, bench_gpu.log), else to DIR/device-check-out; per-test
@@ -370,6 +372,17 @@ if [ "$KERNELS_ONLY" -eq 0 ] && [ "$TRAIN" -eq 1 ]; then
   fi
 fi
 
+# ---- bench_train_gpu: a whole training step of Hymba-125M at 8 x 1024 tokens on the GPU ----
+# (hymba bench train: tokens/s, TFLOP/s, MFU, and the cuBLASLt GEMM rate of the same run)
+bench_train_gpu() {
+  "$ROOT/$BUILD/bin/hymba" bench train configs/hymba-125m.yaml --set run.device=cuda --set run.precision=bf16 \
+    --batch 8 --seq 1024 --steps 10 --warmup 2
+}
+if [ "$KERNELS_ONLY" -eq 0 ] && [ "$TRAIN" -eq 1 ] && usable hymba "$ROOT/$BUILD/bin/hymba"; then
+  export -f bench_train_gpu
+  run_step bench_train_gpu 60 60 "tee:$TRAIN_LOG" bash -c bench_train_gpu || true
+fi
+
 # ---- benchmark ----
 if [ "$BENCH" -eq 1 ]; then
   if usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
@@ -424,6 +437,10 @@ summary() {
     echo
     echo "train_gpu (hymba train, tiny Hymba, bf16, 16 x 256 tokens per step):"
     grep -E '\] (device: |step +[0-9]+/|eval step|error)|^error' "$TRAIN_LOG" | tail -n 7 || tail -n 5 "$TRAIN_LOG"
+    if grep -q '^bench train:' "$TRAIN_LOG"; then
+      echo "bench_train_gpu (hymba bench train, Hymba-125M, bf16, 8 x 1024 tokens per step):"
+      sed -n '/^bench train:/,$p' "$TRAIN_LOG" | grep -E '^ +(device|speed|compute|memory|gemm) ' || true
+    fi
   fi
   if [ -s "$BENCH_LOG" ]; then
     echo
