@@ -87,16 +87,23 @@ constexpr int64_t kStatChunk = 2048;
 // max and sum are merged into the running pair by the online rule (a larger max rescales the
 // running sum). A chunk of only -inf adds nothing; a row of only -inf ends as (-inf, 0),
 // whose log-sum-exp is -inf and whose loss is NaN, as in the two-pass forward.
+// With e (n values) and cm (one per chunk) given, it also keeps e[j] = exp(x[j] - cm[c]) for
+// j in chunk c (0 in a chunk of only -inf, whose cm is -inf): the gradient pass then needs
+// one multiply per element instead of a second exp, which is what the CPU spends its time on.
 template <typename T>
-void online_row_stats(const T* x, int64_t n, T& m_out, double& s_out) {
+void online_row_stats(const T* x, int64_t n, T& m_out, double& s_out, T* e = nullptr, T* cm = nullptr) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   T m = kNegInf;
   double s = 0;
-  for (int64_t j0 = 0; j0 < n; j0 += kStatChunk) {
+  for (int64_t j0 = 0, c = 0; j0 < n; j0 += kStatChunk, ++c) {
     const int64_t len = std::min(kStatChunk, n - j0);
     const T mc = row_max(x + j0, len);
-    if (mc == kNegInf) continue;
-    const double sc = sum_exp(x + j0, mc, len);
+    if (cm) cm[c] = mc;
+    if (mc == kNegInf) {
+      if (e) std::fill(e + j0, e + j0 + len, T(0));
+      continue;
+    }
+    const double sc = e ? store_exp_sum(x + j0, mc, len, e + j0) : sum_exp(x + j0, mc, len);
     if (m == kNegInf) {
       m = mc;
       s = sc;
@@ -109,6 +116,12 @@ void online_row_stats(const T* x, int64_t n, T& m_out, double& s_out) {
   }
   m_out = m;
   s_out = s;
+}
+
+template <typename T>
+[[gnu::noinline]] void scale_in_place(T* x, int64_t n, T f) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] *= f;
 }
 
 // The four softmax kernels work on contiguous rows along the last dim. Another dim is moved
@@ -257,6 +270,7 @@ CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, c
       T* pd = with_grad ? out.dlogits.data<T>() : nullptr;
       const T gs = T(scale);
       parallel_for(rows, row_grain(v), [&](int64_t r0, int64_t r1) {
+        std::vector<T> cm(with_grad ? size_t((v + kStatChunk - 1) / kStatChunk) : 0);  // chunk maxima
         for (int64_t r = r0; r < r1; ++r) {
           T* d = with_grad ? pd + r * v : nullptr;
           const int64_t t = tg[size_t(r)];
@@ -269,17 +283,17 @@ CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, c
           const T* xr = px + r * v;
           T m;
           double s;
-          online_row_stats(xr, v, m, s);
+          online_row_stats(xr, v, m, s, d, with_grad ? cm.data() : nullptr);
           const double ls = std::log(s);
           ps[2 * r] = S(m);
           ps[2 * r + 1] = S(ls);
           row_loss[size_t(r)] = (double(m) - double(xr[t])) + ls;
           if (!with_grad) continue;
-          // The row is still in cache from the statistics pass. The same formula as
-          // cross_entropy_backward with grad 1.
-          const T lt = T(ls);
-#pragma omp simd
-          for (int64_t j = 0; j < v; ++j) d[j] = exp_nonpos(T((xr[j] - m) - lt)) * gs;
+          // d holds exp(x - chunk max) from the statistics pass, still in cache: the softmax
+          // is one multiply per element away, exp(chunk max - m - log s), times the scale.
+          for (int64_t j0 = 0, c = 0; j0 < v; j0 += kStatChunk, ++c)
+            scale_in_place(d + j0, std::min(kStatChunk, v - j0),
+                           T(std::exp(double(cm[size_t(c)]) - double(m) - ls) * scale));
           d[t] -= gs;
         }
       });
