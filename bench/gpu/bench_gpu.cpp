@@ -326,12 +326,12 @@ class Bench {
   // c = op(a) @ op(b) through cublasGemmEx on row-major tensors: cuBLAS is column-major, so
   // it computes c^T = op(b)^T op(a)^T, reading each row-major buffer as its transpose.
   void cublas_gemm(const Tensor& c, const Tensor& a, const Tensor& b, bool ta, bool tb) {
-    const int64_t m = c.size(0), n = c.size(1), k = ta ? a.size(0) : a.size(1);
+    const int64_t m = c.size(0), n = c.size(1), k = ta ? a.size(0) : a.size(1), ldc = c.stride(0);
     const cudaDataType_t type = c.dtype() == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const float alpha = 1.0f, beta = 0.0f;
     HYMBA_CUBLAS_CHECK(cublasGemmEx(cublas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
                                     int(m), int(k), &alpha, b.data_ptr(), type, int(tb ? k : n), a.data_ptr(), type,
-                                    int(ta ? m : k), &beta, c.data_ptr(), type, int(n), CUBLAS_COMPUTE_32F,
+                                    int(ta ? m : k), &beta, c.data_ptr(), type, int(ldc), CUBLAS_COMPUTE_32F,
                                     CUBLAS_GEMM_DEFAULT));
   }
 
@@ -393,6 +393,7 @@ struct GemmCase {
   const char* name;
   int64_t m, n, k;
   bool ta, tb;
+  int64_t ldc = 0;  // the output's row stride (0: n); a view of a wider buffer otherwise
 };
 
 void bench_gemm(Bench& b, const Sizes& s, DType dt) {
@@ -406,6 +407,9 @@ void bench_gemm(Bench& b, const Sizes& s, DType dt) {
       {"gemm.mlp_gate_up fwd NT", t, 2 * s.d_mlp, s.d_model, false, true},
       {"gemm.mlp_down fwd NT", t, s.d_model, s.d_mlp, false, true},
       {"gemm.lm_head fwd NT", t, s.vocab, s.d_model, false, true},
+      // The same product written into rows padded to a multiple of 8 elements (16 bytes in
+      // bf16): tells whether the odd vocabulary's row stride is what slows the LM head.
+      {"gemm.lm_head fwd NT, ldc % 8 == 0", t, s.vocab, s.d_model, false, true, (s.vocab + 7) / 8 * 8},
   };
   for (const GemmCase& c : cases) {
     b.run(c.name, dims({c.m, c.n, c.k}), dt, [&](Row& r) {
@@ -413,7 +417,9 @@ void bench_gemm(Bench& b, const Sizes& s, DType dt) {
       r.baseline_name = "cuBLAS";
       Tensor a = randn_gpu(c.ta ? Shape{c.k, c.m} : Shape{c.m, c.k}, dt, 1);
       Tensor w = randn_gpu(c.tb ? Shape{c.n, c.k} : Shape{c.k, c.n}, dt, 2);
-      Tensor ref = empty({c.m, c.n}, TensorOptions(dt, kGpu)), out = empty({c.m, c.n}, TensorOptions(dt, kGpu));
+      const int64_t ldc = c.ldc > 0 ? c.ldc : c.n;
+      Tensor ref = empty({c.m, ldc}, TensorOptions(dt, kGpu)).narrow(1, 0, c.n);
+      Tensor out = empty({c.m, ldc}, TensorOptions(dt, kGpu)).narrow(1, 0, c.n);
       r.baseline_rate = rate_of(r, median_ms(b.options(), [&] { b.cublas_gemm(ref, a, w, c.ta, c.tb); }));
       time_ours(b, r, [&] { K::matmul_out(out, a, w, c.ta, c.tb); });
       if (r.ours_ms) {
