@@ -379,28 +379,6 @@ __global__ void scan_reduce_dBdC_kernel(const acc_t<T>* __restrict__ part_dB, co
   }
 }
 
-// dA[d, n], dD[d], ddelta_bias[d]: the per-(b, d) sums added over b in order.
-template <typename T>
-__global__ void scan_reduce_params_kernel(const double* __restrict__ row_dA, const double* __restrict__ row_dD,
-                                          const double* __restrict__ row_db, T* __restrict__ dA, T* __restrict__ dD,
-                                          T* __restrict__ db, int64_t Bn, int64_t Dn, int64_t N) {
-  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < Dn * N;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    double s = 0;
-    for (int64_t b = 0; b < Bn; ++b) s += row_dA[b * Dn * N + idx];
-    dA[idx] = store_acc<T>(acc_t<T>(s));
-    if (idx % N == 0) {
-      const int64_t d = idx / N;
-      double sD = 0, sb = 0;
-      for (int64_t b = 0; b < Bn; ++b) {
-        sD += row_dD[b * Dn + d];
-        sb += row_db[b * Dn + d];
-      }
-      if (dD) dD[d] = store_acc<T>(acc_t<T>(sD));
-      if (db) db[d] = store_acc<T>(acc_t<T>(sb));
-    }
-  }
-}
 
 using scan_check::ScanDims;
 using scan_check::expect_like;
@@ -570,13 +548,8 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
       gr.dB.zero_();
       gr.dC.zero_();
     }
-    if (Dn * N > 0) {
-      scan_reduce_params_kernel<T><<<grid_for(Dn * N, 256), 256, 0, stream()>>>(
-          ptr_of<const double>(row_dA), ptr_of<const double>(row_dD), ptr_of<const double>(row_db),
-          ptr_of<T>(gr.dA), ptr_or_null<T>(gr.dD), ptr_or_null<T>(gr.ddelta_bias), Bn, Dn, N);
-      HYMBA_CUDA_CHECK_LAUNCH(op, " parameter gradient reduction");
-    }
   });
+  scan_detail::reduce_param_grads(row_dA, row_dD, row_db, gr, op);
   return gr;
 }
 
@@ -603,3 +576,47 @@ Tensor selective_scan_step(const Tensor& state, const Tensor& u_in, const Tensor
 }
 
 }  // namespace hymba::kernels::cuda
+
+namespace hymba::kernels::cuda::scan_detail {
+namespace {
+
+// dA[d, n], dD[d], ddelta_bias[d]: the per-(b, d) sums added over b in order.
+template <typename T>
+__global__ void reduce_params_kernel(const double* __restrict__ row_dA, const double* __restrict__ row_dD,
+                                          const double* __restrict__ row_db, T* __restrict__ dA, T* __restrict__ dD,
+                                          T* __restrict__ db, int64_t Bn, int64_t Dn, int64_t N) {
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < Dn * N;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    double s = 0;
+    for (int64_t b = 0; b < Bn; ++b) s += row_dA[b * Dn * N + idx];
+    dA[idx] = store_acc<T>(acc_t<T>(s));
+    if (idx % N == 0) {
+      const int64_t d = idx / N;
+      double sD = 0, sb = 0;
+      for (int64_t b = 0; b < Bn; ++b) {
+        sD += row_dD[b * Dn + d];
+        sb += row_db[b * Dn + d];
+      }
+      if (dD) dD[d] = store_acc<T>(acc_t<T>(sD));
+      if (db) db[d] = store_acc<T>(acc_t<T>(sb));
+    }
+  }
+}
+
+}  // namespace
+
+void reduce_param_grads(const Tensor& part_dA, const Tensor& part_dD, const Tensor& part_db, SelectiveScanGrads& gr,
+                        const char* op) {
+  const int64_t Dn = gr.dA.size(0), N = gr.dA.size(1), Bn = part_dA.size(0);
+  if (Dn * N == 0) return;
+  dispatch_f32_f64_bf16(gr.dA.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    auto ptr_or_null = [](const Tensor& t) { return t.defined() ? ptr_of<T>(t) : nullptr; };
+    reduce_params_kernel<T><<<grid_for(Dn * N, 256), 256, 0, stream()>>>(
+        ptr_of<const double>(part_dA), ptr_of<const double>(part_dD), ptr_of<const double>(part_db),
+        ptr_of<T>(gr.dA), ptr_or_null(gr.dD), ptr_or_null(gr.ddelta_bias), Bn, Dn, N);
+    HYMBA_CUDA_CHECK_LAUNCH(op, " parameter gradient reduction");
+  });
+}
+
+}  // namespace hymba::kernels::cuda::scan_detail

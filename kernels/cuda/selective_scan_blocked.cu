@@ -554,28 +554,6 @@ __global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
   }
 }
 
-// dA[d, n], dD[d], ddelta_bias[d]: the per-(b, d) sums added over b in order.
-template <typename T>
-__global__ void reduce_params_kernel(const double* __restrict__ part_dA, const double* __restrict__ part_dD,
-                                     const double* __restrict__ part_db, T* __restrict__ dA, T* __restrict__ dD,
-                                     T* __restrict__ db, int64_t Bn, int64_t Dn, int64_t N) {
-  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < Dn * N;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    double s = 0;
-    for (int64_t b = 0; b < Bn; ++b) s += part_dA[b * Dn * N + idx];
-    dA[idx] = from_f32<T>(float(s));
-    if (idx % N == 0) {
-      const int64_t d = idx / N;
-      double sD = 0, sb = 0;
-      for (int64_t b = 0; b < Bn; ++b) {
-        sD += part_dD[b * Dn + d];
-        sb += part_db[b * Dn + d];
-      }
-      if (dD) dD[d] = from_f32<T>(float(sD));
-      if (db) db[d] = from_f32<T>(float(sb));
-    }
-  }
-}
 
 template <typename F> void dispatch_f32_bf16(DType t, const char* op, F&& f) {
   switch (t) {
@@ -721,13 +699,8 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
                               " bytes of shared memory");
     }
-    if (Dn * N > 0) {
-      reduce_params_kernel<T><<<grid_for(Dn * N, 256), 256, 0, stream()>>>(
-          ptr_of<const double>(part_dA), ptr_of<const double>(part_dD), ptr_of<const double>(part_db),
-          ptr_of<T>(gr.dA), mptr<T>(gr.dD), mptr<T>(gr.ddelta_bias), Bn, Dn, N);
-      HYMBA_CUDA_CHECK_LAUNCH(op, " parameter gradient reduction");
-    }
   });
+  scan_detail::reduce_param_grads(part_dA, part_dD, part_db, gr, op);
   gr.dB = u_in.dtype() == DType::F32 ? dB : dB.to(u_in.dtype());
   gr.dC = u_in.dtype() == DType::F32 ? dC : dC.to(u_in.dtype());
   return gr;

@@ -32,3 +32,14 @@ SelectiveScanGrads backward(const Tensor& dout, const Tensor& u, const Tensor& d
                             int64_t chunk);
 
 }  // namespace hymba::kernels::cuda::scan_blocked
+
+namespace hymba::kernels::cuda::scan_detail {
+
+// The last step of both implementations' backward (kernels/cuda/selective_scan.cu): dA[d, n],
+// dD[d] and ddelta_bias[d] from per-(b, d) partial sums in f64 ((B, D, N), (B, D), (B, D)),
+// added over b in order, so they are deterministic. gr.dA is allocated; gr.dD and
+// gr.ddelta_bias are written when defined.
+void reduce_param_grads(const Tensor& part_dA, const Tensor& part_dD, const Tensor& part_db, SelectiveScanGrads& gr,
+                        const char* op);
+
+}  // namespace hymba::kernels::cuda::scan_detail

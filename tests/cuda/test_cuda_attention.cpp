@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "tests/attention_test_case.h"
 #include "tests/cuda/cuda_test_util.h"
 
 #ifdef HYMBA_WITH_CUDA
@@ -27,15 +28,8 @@ namespace {
 
 using kernels::AttentionParams;
 
-struct Cfg {
-  int64_t B, Hq, Hkv, T, dk, dv, window, meta;
-};
-
-std::string cfg_str(const Cfg& c) {
-  return "B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.Hq) + " Hkv=" + std::to_string(c.Hkv) +
-         " T=" + std::to_string(c.T) + " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) +
-         " W=" + std::to_string(c.window) + " M=" + std::to_string(c.meta);
-}
+using Cfg = testutil::AttentionCase;
+using testutil::cfg_str;
 
 double rtol_of(DType dt) { return dt == DType::BF16 || dt == DType::F16 ? 2e-2 : 1e-4; }
 

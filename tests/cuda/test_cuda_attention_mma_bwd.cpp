@@ -10,6 +10,7 @@
 #include "kernels/attention.h"
 #include "kernels/cuda_impl.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/attention_test_case.h"
 
 namespace hymba {
 namespace {
@@ -18,15 +19,8 @@ using kernels::AttentionParams;
 using kernels::cuda::AttentionImpl;
 using kernels::cuda::ImplGuard;
 
-struct Cfg {
-  int64_t B, Hq, Hkv, T, dk, dv, window, meta;
-};
-
-std::string cfg_str(const Cfg& c) {
-  return "B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.Hq) + " Hkv=" + std::to_string(c.Hkv) +
-         " T=" + std::to_string(c.T) + " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) +
-         " W=" + std::to_string(c.window) + " M=" + std::to_string(c.meta);
-}
+using Cfg = testutil::AttentionCase;
+using testutil::cfg_str;
 
 struct Needs {
   bool dq, dk, dv;

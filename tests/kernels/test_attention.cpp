@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "kernels/attention.h"
 #include "tests/test_util.h"
+#include "tests/attention_test_case.h"
 
 namespace hymba {
 namespace {
@@ -18,15 +19,8 @@ namespace {
 using ::testing::HasSubstr;
 using kernels::AttentionParams;
 
-struct Cfg {
-  int64_t B, Hq, Hkv, T, dk, dv, window, meta;
-};
-
-std::string cfg_str(const Cfg& c) {
-  return "B=" + std::to_string(c.B) + " Hq=" + std::to_string(c.Hq) + " Hkv=" + std::to_string(c.Hkv) +
-         " T=" + std::to_string(c.T) + " dk=" + std::to_string(c.dk) + " dv=" + std::to_string(c.dv) +
-         " W=" + std::to_string(c.window) + " M=" + std::to_string(c.meta);
-}
+using Cfg = testutil::AttentionCase;
+using testutil::cfg_str;
 
 bool visible_ref(int64_t i, int64_t j, int64_t W, int64_t M) { return j <= i && (W < 0 || i - j <= W || j < M); }
 
