@@ -11,6 +11,8 @@
 #   options: --build-dir DIR (default build-device)   --archs LIST (default: the GPU's own, else 90)
 #            --budget SECONDS (default 450: the whole run, steps shortened to fit)
 #            --quick (bench_gpu --quick)   --no-bench   --no-train
+#            --sanitize FILTER (after test_cuda: compute-sanitizer memcheck and racecheck on the
+#              test_cuda cases FILTER selects, e.g. 'CudaAttention.MmaShapesBF16:CudaSelectiveScan.*')
 #
 # Steps: env (nvidia-smi, nvcc, cmake, compiler), nccl (nccl.h and libnccl in the CUDA
 # toolkit, else NCCL_ROOT, else the pip wheel nvidia-nccl-cu13), bundle (unpack), configure
@@ -36,6 +38,7 @@ USE_BUNDLE=1
 KERNELS_ONLY=0
 BENCH=1
 TRAIN=1
+SANITIZE=""
 BENCH_ARGS=()
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --quick) BENCH_ARGS+=(--quick) ;;
     --no-bench) BENCH=0 ;;
     --no-train) TRAIN=0 ;;
+    --sanitize) SANITIZE=${2:?--sanitize needs a gtest filter of test_cuda cases}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "device-check: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -337,6 +341,19 @@ run_tests() {  # binary max reserve [label VAR=value...]: a label runs the binar
 # GPU tests first (the point of the run), then the CPU ones; each max/reserve leaves room for
 # the training run and the benchmark.
 run_tests test_cuda 90 190
+# compute-sanitizer on a few cases (it runs 10-100x slower): out-of-bounds and uninitialized
+# accesses (memcheck), shared-memory races (racecheck). Logged in tests.log.
+if [ -n "$SANITIZE" ]; then
+  if command -v compute-sanitizer >/dev/null && usable test_cuda "$ROOT/$BUILD/tests/test_cuda"; then
+    for tool in memcheck racecheck; do
+      run_step "sanitize_$tool" 120 250 "file:$TESTS_LOG" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+        "$ROOT/$BUILD/tests/test_cuda" --gtest_color=no "--gtest_filter=$SANITIZE" || true
+    done
+  else
+    say "sanitize: compute-sanitizer or test_cuda missing"
+    record sanitize "not run" 0
+  fi
+fi
 if [ "$KERNELS_ONLY" -eq 0 ]; then
   run_tests test_cuda_train 90 150
   # The same training tests on the fast scan and attention (kernels/cuda_impl.h), which are
