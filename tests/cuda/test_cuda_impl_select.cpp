@@ -1,0 +1,42 @@
+// The process-wide choice of CUDA scan and attention implementation (kernels/cuda_impl.h):
+// set, read back, restored by a scope guard, named. Needs no GPU.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "kernels/cuda_impl.h"
+
+namespace hymba::kernels::cuda {
+namespace {
+
+TEST(CudaImplSelect, GuardSetsAndRestores) {
+  const ScanImpl scan0 = scan_impl();
+  const AttentionImpl attn0 = attention_impl();
+  {
+    const ImplGuard<ScanImpl> s(ScanImpl::Blocked);
+    const ImplGuard<AttentionImpl> a(AttentionImpl::Mma);
+    EXPECT_EQ(scan_impl(), ScanImpl::Blocked);
+    EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
+    {
+      const ImplGuard<ScanImpl> inner(ScanImpl::Sequential);
+      EXPECT_EQ(scan_impl(), ScanImpl::Sequential);
+      EXPECT_EQ(attention_impl(), AttentionImpl::Mma);  // the other family is untouched
+    }
+    EXPECT_EQ(scan_impl(), ScanImpl::Blocked);
+  }
+  EXPECT_EQ(scan_impl(), scan0);
+  EXPECT_EQ(attention_impl(), attn0);
+  set_attention_impl(AttentionImpl::Mma);
+  EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
+  set_attention_impl(attn0);
+}
+
+TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
+  EXPECT_EQ(std::string(impl_name(ScanImpl::Sequential)), "sequential");
+  EXPECT_EQ(std::string(impl_name(ScanImpl::Blocked)), "blocked");
+  EXPECT_EQ(std::string(impl_name(AttentionImpl::Wmma)), "wmma");
+  EXPECT_EQ(std::string(impl_name(AttentionImpl::Mma)), "mma");
+}
+
+}  // namespace
+}  // namespace hymba::kernels::cuda
