@@ -397,19 +397,13 @@ ScanDims check_inputs(const char* op, bool seq, const Tensor& u, const Tensor& d
   return dm;
 }
 
-Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
-template <typename T> const T* cptr_or_null(const Tensor& t) { return t.defined() ? ptr_of<const T>(t) : nullptr; }
-template <typename T> T* ptr_or_null(const Tensor& t) { return t.defined() ? ptr_of<T>(t) : nullptr; }
+using scan_detail::ptr_or_null;
 
 DType acc_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
 // The inputs, made contiguous; they must outlive the launches that read them.
-struct Inputs {
-  Tensor u, delta, A, B, C, D, z, bias;
-  Inputs(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-         const Tensor& D_, const Tensor& z_, const Tensor& bias_)
-      : u(contig(u_)), delta(contig(delta_)), A(contig(A_)), B(contig(B_)), C(contig(C_)), D(contig(D_)),
-        z(contig(z_)), bias(contig(bias_)) {}
+struct Inputs : scan_detail::ContiguousInputs {
+  using ContiguousInputs::ContiguousInputs;
   template <typename T> ScanArgs<T> args(const ScanDims& dm, int64_t chunk, int64_t nc, bool softplus) const {
     ScanArgs<T> a;
     a.u = ptr_of<const T>(u);
@@ -417,9 +411,9 @@ struct Inputs {
     a.A = ptr_of<const T>(A);
     a.B = ptr_of<const T>(B);
     a.C = ptr_of<const T>(C);
-    a.D = cptr_or_null<T>(D);
-    a.z = cptr_or_null<T>(z);
-    a.bias = cptr_or_null<T>(bias);
+    a.D = ptr_or_null<const T>(D);
+    a.z = ptr_or_null<const T>(z);
+    a.bias = ptr_or_null<const T>(bias);
     a.Bn = dm.B;
     a.Dn = dm.D;
     a.L = dm.L;
@@ -611,10 +605,9 @@ void reduce_param_grads(const Tensor& part_dA, const Tensor& part_dD, const Tens
   if (Dn * N == 0) return;
   dispatch_f32_f64_bf16(gr.dA.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    auto ptr_or_null = [](const Tensor& t) { return t.defined() ? ptr_of<T>(t) : nullptr; };
     reduce_params_kernel<T><<<grid_for(Dn * N, 256), 256, 0, stream()>>>(
         ptr_of<const double>(part_dA), ptr_of<const double>(part_dD), ptr_of<const double>(part_db),
-        ptr_of<T>(gr.dA), ptr_or_null(gr.dD), ptr_or_null(gr.ddelta_bias), Bn, Dn, N);
+        ptr_of<T>(gr.dA), ptr_or_null<T>(gr.dD), ptr_or_null<T>(gr.ddelta_bias), Bn, Dn, N);
     HYMBA_CUDA_CHECK_LAUNCH(op, " parameter gradient reduction");
   });
 }

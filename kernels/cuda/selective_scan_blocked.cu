@@ -563,9 +563,7 @@ template <typename F> void dispatch_f32_bf16(DType t, const char* op, F&& f) {
   }
 }
 
-Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
-template <typename T> const T* cptr(const Tensor& t) { return t.defined() ? ptr_of<const T>(t) : nullptr; }
-template <typename T> T* mptr(const Tensor& t) { return t.defined() ? ptr_of<T>(t) : nullptr; }
+using scan_detail::ptr_or_null;
 
 // Whether every row of the (B, X, L) tensors at these pointers starts 16-byte aligned.
 template <typename T> bool rows_aligned(int64_t L, std::initializer_list<const void*> ptrs) {
@@ -591,12 +589,8 @@ template <typename Kernel> void allow_smem(Kernel kernel, size_t bytes, const ch
 }
 
 // The inputs, contiguous (copied only where they are not); they must outlive the launches.
-struct Inputs {
-  Tensor u, delta, A, B, C, D, z, bias;
-  Inputs(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
-         const Tensor& D_, const Tensor& z_, const Tensor& bias_)
-      : u(contig(u_)), delta(contig(delta_)), A(contig(A_)), B(contig(B_)), C(contig(C_)), D(contig(D_)),
-        z(contig(z_)), bias(contig(bias_)) {}
+struct Inputs : scan_detail::ContiguousInputs {
+  using ContiguousInputs::ContiguousInputs;
   template <typename T> Params<T> params(int64_t Dn, int64_t L, int64_t N, int64_t chunk, bool softplus) const {
     Params<T> p{};
     p.u = ptr_of<const T>(u);
@@ -604,9 +598,9 @@ struct Inputs {
     p.A = ptr_of<const T>(A);
     p.B = ptr_of<const T>(B);
     p.C = ptr_of<const T>(C);
-    p.D = cptr<T>(D);
-    p.z = cptr<T>(z);
-    p.bias = cptr<T>(bias);
+    p.D = ptr_or_null<const T>(D);
+    p.z = ptr_or_null<const T>(z);
+    p.bias = ptr_or_null<const T>(bias);
     p.Dn = Dn;
     p.L = L;
     p.N = N;
@@ -686,7 +680,7 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       p.saved = ptr_of<const float>(states);
       p.du = ptr_of<T>(gr.du);
       p.ddelta = ptr_of<T>(gr.ddelta);
-      p.dz = mptr<T>(gr.dz);
+      p.dz = ptr_or_null<T>(gr.dz);
       p.dB = ptr_of<float>(dB);
       p.dC = ptr_of<float>(dC);
       p.part_dA = ptr_of<double>(part_dA);

@@ -35,6 +35,20 @@ SelectiveScanGrads backward(const Tensor& dout, const Tensor& u, const Tensor& d
 
 namespace hymba::kernels::cuda::scan_detail {
 
+// The inputs of one scan call, contiguous (copied only where they are not); they must outlive
+// the launches that read them. The optional D, z and delta_bias stay undefined when absent.
+struct ContiguousInputs {
+  Tensor u, delta, A, B, C, D, z, bias;
+  ContiguousInputs(const Tensor& u_, const Tensor& delta_, const Tensor& A_, const Tensor& B_, const Tensor& C_,
+                   const Tensor& D_, const Tensor& z_, const Tensor& bias_)
+      : u(contig(u_)), delta(contig(delta_)), A(contig(A_)), B(contig(B_)), C(contig(C_)), D(contig(D_)),
+        z(contig(z_)), bias(contig(bias_)) {}
+  static Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
+};
+
+// A tensor's data as T*, or null for an undefined (optional) tensor.
+template <typename T> T* ptr_or_null(const Tensor& t) { return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr; }
+
 // The last step of both implementations' backward (kernels/cuda/selective_scan.cu): dA[d, n],
 // dD[d] and ddelta_bias[d] from per-(b, d) partial sums in f64 ((B, D, N), (B, D), (B, D)),
 // added over b in order, so they are deterministic. gr.dA is allocated; gr.dD and
