@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "compare.h"
 #include "core/rng.h"
 #include "kernels/cuda/attention_mma.h"
 using namespace hymba;
@@ -22,20 +23,9 @@ static Tensor rnd(const Shape& s, uint64_t seed, double sd) {
 
 // max |got - want| / max |want| (or absolute when norm = false); NaNs counted apart.
 static double err(const Tensor& got, const Tensor& want, int64_t* nans, bool norm) {
-  Tensor g = got.to(DType::F64).contiguous(), w = want.to(DType::F64).contiguous();
-  const double* gp = g.data<double>();
-  const double* wp = w.data<double>();
-  double e = 0, m = 0;
-  *nans = 0;
-  for (int64_t i = 0; i < g.numel(); ++i) {
-    if (std::isnan(gp[i])) {
-      ++*nans;
-      continue;
-    }
-    e = std::max(e, std::abs(gp[i] - wp[i]));
-    m = std::max(m, std::abs(wp[i]));
-  }
-  return norm ? e / std::max(m, 1e-30) : e;
+  const emu::MaxError e = emu::max_error(got, want);
+  *nans = e.nans;
+  return norm ? e.rel() : e.abs;
 }
 
 struct C {
