@@ -1,6 +1,7 @@
 #include "data/utf8.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "core/error.h"
 
