@@ -13,13 +13,16 @@
 #            --quick (bench_gpu --quick)   --no-bench   --no-train
 #            --sanitize FILTER (after test_cuda: compute-sanitizer memcheck and racecheck on the
 #              test_cuda cases FILTER selects, e.g. 'CudaAttention.MmaShapesBF16:CudaSelectiveScan.*')
+#            --profile (after bench_gpu: Nsight Compute's speed-of-light, occupancy, memory and
+#              warp-state sections of the fast scan and attention kernels at Hymba-1.5B sizes)
 #
 # Steps: env (nvidia-smi, nvcc, cmake, compiler), nccl (nccl.h and libnccl in the CUDA
 # toolkit, else NCCL_ROOT, else the pip wheel nvidia-nccl-cu13), bundle (unpack), configure
 # (HYMBA_CUDA=ON, Release, HYMBA_WITH_MPI=OFF with the bundle), build (only what the steps
 # run), libs (ldd: every library resolves), test_cuda, test_cuda_train (CUDA training: fp32
 # gradients, the bf16-vs-fp32 50-step loss curve, the trainer on the device, NCCL on 1 rank),
-# test_cuda_train_fast (the same on the fast scan and attention, kernels/cuda_impl.h),
+# test_cuda_train_reference (the same on the first, simple scan and attention kernels:
+# kernels/cuda_impl.h),
 # test_core, test_kernels, train_gpu (`hymba train` of the tiny Hymba in bf16 on the GPU on
 # MQAR data made on the spot: tokens/s and MFU), bench_train_gpu (`hymba bench train` of
 # Hymba-125M: tokens/s, MFU, the same-run GEMM rate), bench_gpu. Each step is timed and has a
@@ -39,6 +42,7 @@ KERNELS_ONLY=0
 BENCH=1
 TRAIN=1
 SANITIZE=""
+PROFILE=0
 BENCH_ARGS=()
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
     --no-bench) BENCH=0 ;;
     --no-train) TRAIN=0 ;;
     --sanitize) SANITIZE=${2:?--sanitize needs a gtest filter of test_cuda cases}; shift ;;
+    --profile) PROFILE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "device-check: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -70,7 +75,8 @@ BUILD_LOG=$OUTDIR/build.log
 TESTS_LOG=$OUTDIR/tests.log
 TRAIN_LOG=$OUTDIR/train_gpu.log
 BENCH_LOG=$OUTDIR/bench_gpu.log
-for f in "$MAIN_LOG" "$BUILD_LOG" "$TESTS_LOG" "$TRAIN_LOG" "$BENCH_LOG"; do : >"$f"; done
+PROFILE_LOG=$OUTDIR/profile.log
+for f in "$MAIN_LOG" "$BUILD_LOG" "$TESTS_LOG" "$TRAIN_LOG" "$BENCH_LOG" "$PROFILE_LOG"; do : >"$f"; done
 exec > >(tee -a "$MAIN_LOG") 2>&1
 TEE_PID=$!
 
@@ -356,10 +362,10 @@ if [ -n "$SANITIZE" ]; then
 fi
 if [ "$KERNELS_ONLY" -eq 0 ]; then
   run_tests test_cuda_train 90 150
-  # The same training tests on the fast scan and attention (kernels/cuda_impl.h), which are
-  # not the defaults until they have passed on a GPU: the bf16 loss curve end to end.
-  run_tests test_cuda_train 90 130 test_cuda_train_fast HYMBA_CUDA_SCAN=blocked HYMBA_CUDA_ATTENTION=mma
-  TEST_BINS+=(test_cuda_train_fast)
+  # The same training tests on the first, simple scan and attention kernels (kernels/cuda_impl.h),
+  # which stay selectable as the reference for the fast defaults: the bf16 loss curve end to end.
+  run_tests test_cuda_train 90 130 test_cuda_train_reference HYMBA_CUDA_SCAN=sequential HYMBA_CUDA_ATTENTION=wmma
+  TEST_BINS+=(test_cuda_train_reference)
 fi
 run_tests test_core 40 130
 run_tests test_kernels 60 110
@@ -403,14 +409,40 @@ fi
 # ---- benchmark ----
 if [ "$BENCH" -eq 1 ]; then
   if usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
-    # bench_gpu skips the cases that would start past its own budget, leaving time to report.
-    budget=$(($(remaining) - 30))
+    # bench_gpu skips the cases that would start past its own budget, leaving time to report
+    # (and to profile, when asked).
+    reserve=$((PROFILE == 1 ? 90 : 10))
+    budget=$(($(remaining) - 20 - reserve))
     [ "$budget" -lt 10 ] && budget=10
-    run_step bench_gpu 300 10 "tee:$BENCH_LOG" "$ROOT/$BUILD/bench/bench_gpu" --max-seconds "$budget" \
+    run_step bench_gpu 300 "$reserve" "tee:$BENCH_LOG" "$ROOT/$BUILD/bench/bench_gpu" --max-seconds "$budget" \
       "${BENCH_ARGS[@]}" || true
   else
     say "bench_gpu: not built"
     record bench_gpu "not built" 0
+  fi
+fi
+
+# ---- profile: hardware counters of the fast kernels (ncu reads them on Firecracker nodes) ----
+# One bench_gpu case per family at full size; warm-up launches are skipped. The clocks are left
+# alone (--clock-control none), as the timings above ran.
+profile_kernels() {
+  local bench=$ROOT/$BUILD/bench/bench_gpu
+  local -a sections=(--section SpeedOfLight --section Occupancy --section LaunchStats
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats)
+  echo "==== selective scan [blocked], f32 and bf16: forward_kernel, backward_kernel"
+  ncu --clock-control none "${sections[@]}" -k 'regex:^(forward|backward)_kernel' --launch-skip 4 --launch-count 4 \
+    "$bench" --filter 'selective_scan fwd+bwd [blocked]' --reps 3 || return 1
+  echo "==== attention [mma], bf16, sliding window: forward, dK/dV, dQ"
+  ncu --clock-control none "${sections[@]}" -k 'regex:mma_fwd_kernel|attn_mma_bwd_(dkdv|dq)_kernel' \
+    --launch-skip 3 --launch-count 3 "$bench" --filter 'attention swa fwd+bwd [mma]' --reps 3
+}
+if [ "$PROFILE" -eq 1 ]; then
+  if command -v ncu >/dev/null && usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
+    export -f profile_kernels
+    run_step profile 150 5 "file:$PROFILE_LOG" bash -c profile_kernels || true
+  else
+    say "profile: ncu or bench_gpu missing"
+    record profile "not run" 0
   fi
 fi
 
@@ -437,7 +469,7 @@ summary() {
   done
   # The checks the CUDA issue asks for, one line each.
   local log
-  for log in test_cuda_train test_cuda_train_fast; do
+  for log in test_cuda_train test_cuda_train_reference; do
     if [ -s "$LOGS/$log.log" ]; then
       echo
       echo "$log:"

@@ -396,6 +396,8 @@ struct GemmCase {
   int64_t ldc = 0;  // the output's row stride (0: n); a view of a wider buffer otherwise
 };
 
+int64_t padded_vocab(const Sizes& s) { return (s.vocab + 127) / 128 * 128; }
+
 void bench_gemm(Bench& b, const Sizes& s, DType dt) {
   const int64_t t = s.tokens();
   const std::vector<GemmCase> cases = {
@@ -407,9 +409,14 @@ void bench_gemm(Bench& b, const Sizes& s, DType dt) {
       {"gemm.mlp_gate_up fwd NT", t, 2 * s.d_mlp, s.d_model, false, true},
       {"gemm.mlp_down fwd NT", t, s.d_model, s.d_mlp, false, true},
       {"gemm.lm_head fwd NT", t, s.vocab, s.d_model, false, true},
-      // The same product written into rows padded to a multiple of 8 elements (16 bytes in
-      // bf16): tells whether the odd vocabulary's row stride is what slows the LM head.
-      {"gemm.lm_head fwd NT, ldc % 8 == 0", t, s.vocab, s.d_model, false, true, (s.vocab + 7) / 8 * 8},
+      {"gemm.lm_head dx NN", t, s.d_model, s.vocab, false, false},
+      {"gemm.lm_head dW TN", s.vocab, s.d_model, t, true, false},
+      // The odd vocabulary (32001) held the LM head near 100 TFLOP/s on an H100 even with the
+      // output rows padded to 16 bytes, so the dimension itself is the suspect: the same three
+      // products with the vocabulary padded to a multiple of 128 (Megatron's choice).
+      {"gemm.lm_head fwd NT, vocab % 128 == 0", t, padded_vocab(s), s.d_model, false, true},
+      {"gemm.lm_head dx NN, vocab % 128 == 0", t, s.d_model, padded_vocab(s), false, false},
+      {"gemm.lm_head dW TN, vocab % 128 == 0", padded_vocab(s), s.d_model, t, true, false},
   };
   for (const GemmCase& c : cases) {
     b.run(c.name, dims({c.m, c.n, c.k}), dt, [&](Row& r) {

@@ -2,6 +2,7 @@
 // set, read back, restored by a scope guard, named. Needs no GPU.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda_impl.h"
@@ -29,6 +30,12 @@ TEST(CudaImplSelect, GuardSetsAndRestores) {
   set_attention_impl(AttentionImpl::Mma);
   EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
   set_attention_impl(attn0);
+}
+
+TEST(CudaImplSelect, DefaultsAreTheFastKernels) {
+  // What a run gets with no environment: the kernels that passed on a GPU (kernels/cuda_impl.h).
+  if (std::getenv("HYMBA_CUDA_SCAN") == nullptr) EXPECT_EQ(scan_impl(), ScanImpl::Blocked);
+  if (std::getenv("HYMBA_CUDA_ATTENTION") == nullptr) EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
 }
 
 TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
