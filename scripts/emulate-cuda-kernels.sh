@@ -5,7 +5,7 @@
 #
 #   scripts/emulate-cuda-kernels.sh [fwd|bwd|scan|all] [--quick]
 #
-# Builds the CPU-only libraries in build-emu/ (configured on first use), rewrites the CURRENT
+# Builds the CPU-only libraries in build-emu/ ($HYMBA_EMU_BUILD if set; configured on first use), rewrites the CURRENT
 # kernel sources into build-emu/emu-src (tests/cuda_emu/prep.py; it fails if its patterns no
 # longer match), builds one driver per kernel and runs it: --quick a few cases (about a minute
 # on 2 cores), otherwise the full grids. One summary line per kernel; logs in build-emu/emu/;
@@ -14,7 +14,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EMU=$ROOT/tests/cuda_emu
-BUILD=$ROOT/build-emu
+# HYMBA_EMU_BUILD: another build folder (two people emulating at once each take their own).
+BUILD=${HYMBA_EMU_BUILD:-$ROOT/build-emu}
 which=all
 quick=0
 for a in "$@"; do
