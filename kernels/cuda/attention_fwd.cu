@@ -131,6 +131,9 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(const FwdArgs a) {
         sum = warp_sum(sum);
         if (alpha != 1.f)
           for (int x = lane; x < a.dvp; x += 32) sO[r * a.ldo + x] *= alpha;
+        // Every lane read sM[r] and sL[r] above; the shuffles of warp_sum order execution but
+        // not shared memory (racecheck flagged the pair on an H100): the warp barrier does.
+        __syncwarp();
         if (lane == 0) {
           sM[r] = m_new;
           sL[r] = sL[r] * alpha + sum;
