@@ -12,6 +12,7 @@ namespace hymba::profiler {
 
 namespace detail {
 std::atomic<bool> g_enabled{false};
+std::atomic<Synchronizer> g_sync{nullptr};
 }
 
 namespace {
@@ -58,6 +59,8 @@ void end_scope(const char* name, int64_t elapsed_ns) {
 }  // namespace detail
 
 void set_enabled(bool on) { detail::g_enabled.store(on, std::memory_order_relaxed); }
+
+void set_synchronizer(detail::Synchronizer fn) { detail::g_sync.store(fn, std::memory_order_relaxed); }
 
 void reset() {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -8,7 +8,11 @@
 // Scopes opened inside an OpenMP parallel region are ignored: only the calling thread
 // measures, and it measures the whole region.
 //
-// Times are host wall clock: on CUDA they are launch times unless the caller synchronizes.
+// Times are host wall clock: on CUDA they are launch times unless the caller synchronizes. With
+// a synchronizer installed (set_synchronizer: `hymba bench train --profile` on CUDA installs a
+// device synchronize), each scope waits for the device at both ends, so its self time is the
+// time its kernels ran plus one launch and one synchronization: the split is device time, and
+// the whole run is slower by a few microseconds per scope.
 #pragma once
 
 #include <atomic>
@@ -21,6 +25,8 @@ namespace hymba::profiler {
 
 namespace detail {
 extern std::atomic<bool> g_enabled;
+using Synchronizer = void (*)();
+extern std::atomic<Synchronizer> g_sync;
 // Returns false when the scope must not record (inside an OpenMP parallel region).
 bool begin_scope();
 void end_scope(const char* name, int64_t elapsed_ns);
@@ -31,6 +37,8 @@ inline bool enabled() { return detail::g_enabled.load(std::memory_order_relaxed)
 void set_enabled(bool on);
 // Drops every recorded figure.
 void reset();
+// Called at both ends of every recording scope (nullptr: none, the default).
+void set_synchronizer(detail::Synchronizer fn);
 
 class Scope {
  public:
@@ -38,11 +46,13 @@ class Scope {
   explicit Scope(const char* name) {
     if (enabled() && detail::begin_scope()) {
       name_ = name;
+      sync();
       t0_ = std::chrono::steady_clock::now();
     }
   }
   ~Scope() {
     if (name_) {
+      sync();
       auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_).count();
       detail::end_scope(name_, int64_t(ns));
     }
@@ -51,6 +61,9 @@ class Scope {
   Scope& operator=(const Scope&) = delete;
 
  private:
+  static void sync() {
+    if (detail::Synchronizer fn = detail::g_sync.load(std::memory_order_relaxed)) fn();
+  }
   const char* name_ = nullptr;
   std::chrono::steady_clock::time_point t0_;
 };

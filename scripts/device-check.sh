@@ -488,7 +488,7 @@ summary() {
     grep -E '\] (device: |step +[0-9]+/|eval step|error)|^error' "$TRAIN_LOG" | tail -n 7 || tail -n 5 "$TRAIN_LOG"
     if grep -q '^bench train:' "$TRAIN_LOG"; then
       echo "bench_train_gpu (hymba bench train, Hymba-125M, bf16, 8 x 1024 tokens per step):"
-      sed -n '/^bench train:/,$p' "$TRAIN_LOG" | grep -E '^ +(device|speed|compute|memory|gemm) ' || true
+      sed -n '/^bench train:/,$p' "$TRAIN_LOG" | grep -E '^ +(device|speed|compute|memory|gemm|profile) |^    [a-z]' || true
     fi
   fi
   if [ -s "$BENCH_LOG" ]; then

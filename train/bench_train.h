@@ -14,8 +14,9 @@
 // from the CUDA caching allocator, and the baseline is kernels::matmul (cuBLASLt) in the
 // compute dtype at the largest linear and at 8192^3, timed with device syncs. MFU =
 // achieved FLOP/s / the card's peak dense rate in the compute dtype (train/device_info.h
-// for bf16; run.peak_tflops, when set, for either dtype). The op-family profile is off on
-// CUDA: its host clock would time kernel launches, not kernels.
+// for bf16; run.peak_tflops, when set, for either dtype). On CUDA the op-family profile comes
+// from a second pass over the steps with the device synchronized around every op (see
+// BenchTrainResult::profile_seconds), since host clocks alone would time kernel launches.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,7 @@ struct BenchTrainOptions {
   int64_t batch = 0;    // rows per step; 0: the recipe's run.micro_batch
   int64_t seq_len = 0;  // 0: the recipe's data.seq_len
   bool recompute = false;
-  bool profile = true;  // op-family split (adds a clock read per kernel call); CPU only
+  bool profile = true;  // op-family split (a clock read per kernel call; on CUDA a second, synchronized pass)
   bool sgemm = true;    // the GEMM baseline (sgemm on the CPU, cuBLASLt on CUDA)
 };
 
@@ -67,13 +68,16 @@ struct BenchTrainResult {
   // came from ("device table" or "run.peak_tflops").
   double peak_flops = 0.0;
   std::string peak_source;
-  // Why there is no op-family profile although one was asked for ("" otherwise).
+  // How the op-family profile was taken, when it differs from the timed steps ("" otherwise).
   std::string profile_note;
-  // Op-family profile of the timed steps (empty when not profiling); untracked is the step
-  // time outside every scope (graph building, views and copies made outside kernels).
+  // Op-family profile (empty when not profiling); untracked is the step time outside every
+  // scope (graph building, views and copies made outside kernels). On the CPU it covers the
+  // timed steps. On CUDA the timed steps run unprofiled and the profile comes from a second
+  // pass over the same steps that synchronizes the device around every scope (so that the
+  // split is device time); profile_seconds is that pass's wall time, the profile's 100 %.
   std::vector<profiler::FamilyEntry> families;
   std::vector<profiler::Entry> kernels;
-  double profiled_seconds = 0.0, untracked_seconds = 0.0;
+  double profiled_seconds = 0.0, untracked_seconds = 0.0, profile_seconds = 0.0;
   std::vector<SgemmFigure> sgemm;  // [0]: the largest linear (the ratio's baseline)
   double sgemm_ratio() const { return sgemm.empty() || sgemm[0].gflops <= 0 ? 0.0 : gflops / sgemm[0].gflops; }
   bool on_cuda() const { return device != "cpu"; }

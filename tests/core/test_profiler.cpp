@@ -43,6 +43,29 @@ TEST(Profiler, RecordsNothingWhileOff) {
   EXPECT_TRUE(profiler::snapshot().empty());
 }
 
+// The synchronizer (a device synchronize on CUDA) runs at both ends of every recording scope,
+// inside the timed interval of the enclosing scope, and never while the profiler is off.
+int g_sync_calls = 0;
+TEST(Profiler, SynchronizerRunsAtBothEndsOfRecordingScopes) {
+  g_sync_calls = 0;
+  profiler::set_synchronizer(+[] { ++g_sync_calls; });
+  profiler::set_enabled(false);
+  { profiler::Scope s("sync_off_scope"); }
+  EXPECT_EQ(g_sync_calls, 0);
+  {
+    ProfilerOn on;
+    profiler::Scope outer("sync_outer");
+    { profiler::Scope inner("sync_inner"); }
+  }
+  EXPECT_EQ(g_sync_calls, 4);
+  profiler::set_synchronizer(nullptr);
+  {
+    ProfilerOn on;
+    profiler::Scope s("sync_none");
+  }
+  EXPECT_EQ(g_sync_calls, 4);
+}
+
 TEST(Profiler, NestedScopesCountSelfTimeOnly) {
   ProfilerOn on;
   auto t0 = std::chrono::steady_clock::now();

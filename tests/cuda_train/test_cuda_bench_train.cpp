@@ -44,9 +44,18 @@ TEST(CudaBenchTrain, TinyHymbaBf16RunsOnTheGpu) {
   EXPECT_GT(r.peak_mb, 0.0);
   EXPECT_GT(r.peak_total_mb, r.peak_mb);
   EXPECT_GE(r.reserved_mb, r.peak_total_mb * 0.999);
-  // The profile's host clock would time launches: off, with the reason given.
-  EXPECT_TRUE(r.families.empty());
+  // The profile comes from a second, synchronized pass: its split is device time, it covers
+  // the step's families, and the pass is slower than the timed steps, not faster.
   EXPECT_FALSE(r.profile_note.empty());
+  EXPECT_FALSE(r.families.empty());
+  EXPECT_GE(r.profile_seconds, 0.5 * r.seconds_per_step * double(r.steps));
+  EXPECT_LE(r.profiled_seconds, r.profile_seconds * 1.001);
+  for (const char* fam : {"matmul", "attention", "selective scan", "adamw"}) {
+    double sec = 0.0;
+    for (const auto& f : r.families)
+      if (f.family == fam) sec = f.self_seconds;
+    EXPECT_GT(sec, 0.0) << fam;
+  }
   ASSERT_EQ(r.sgemm.size(), 2u);
   for (const auto& g : r.sgemm) {
     EXPECT_EQ(g.dtype, "bf16") << g.what;
