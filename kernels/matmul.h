@@ -32,6 +32,16 @@ void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a,
 // first f32 matmul; an explicit call wins). bf16/f16/f64 are unaffected.
 void set_allow_tf32(bool allow);
 bool allow_tf32();
+// cuBLAS runs 16-bit products with a dimension that is not a multiple of 8 several times
+// slower (on an H100 the LM head over a 32001-word vocabulary: 99-153 TFLOP/s, against
+// 657-699 with the vocabulary padded to 32128; bench/RESULTS.md). So a plain 2-D bf16 or f16
+// product with such a dimension and M*N*K of at least this threshold (default 2^33) runs on
+// copies zero-padded to a multiple of 128 in those dimensions: the padding adds zeros to the
+// sums and the padded outputs are dropped, so the result is the same product. The copies cost
+// up to 2-3 passes over the padded operands. 0 pads every such product (tests); infinity
+// never pads.
+void set_gemm_pad_min_mnk(double mnk);
+double gemm_pad_min_mnk();
 }  // namespace cuda
 #endif
 

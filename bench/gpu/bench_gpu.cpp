@@ -411,9 +411,10 @@ void bench_gemm(Bench& b, const Sizes& s, DType dt) {
       {"gemm.lm_head fwd NT", t, s.vocab, s.d_model, false, true},
       {"gemm.lm_head dx NN", t, s.d_model, s.vocab, false, false},
       {"gemm.lm_head dW TN", s.vocab, s.d_model, t, true, false},
-      // The odd vocabulary (32001) held the LM head near 100 TFLOP/s on an H100 even with the
-      // output rows padded to 16 bytes, so the dimension itself is the suspect: the same three
-      // products with the vocabulary padded to a multiple of 128 (Megatron's choice).
+      // cuBLAS runs the odd vocabulary (32001) at 99-153 TFLOP/s on an H100, so kernels::matmul
+      // runs these three on zero-padded copies (kernels/matmul.h): the baseline column is
+      // cuBLAS on the unpadded shape, the rows below are cuBLAS on a vocabulary padded to a
+      // multiple of 128, the ceiling the padded products approach.
       {"gemm.lm_head fwd NT, vocab % 128 == 0", t, padded_vocab(s), s.d_model, false, true},
       {"gemm.lm_head dx NN, vocab % 128 == 0", t, s.d_model, padded_vocab(s), false, false},
       {"gemm.lm_head dW TN, vocab % 128 == 0", padded_vocab(s), s.d_model, t, true, false},

@@ -5,7 +5,9 @@
 // plus a transpose flag), anything else is made contiguous first; a weight shared by the
 // whole batch folds the batch into the rows of one tall gemm; a column-major output is
 // computed as C^T = B^T A^T. Batches that the fold does not cover become strided-batched
-// gemms over the innermost batch dim (after coalescing), looped over the outer ones.
+// gemms over the innermost batch dim (after coalescing), looped over the outer ones. Large
+// 16-bit products with a dimension that is not a multiple of 8 run on zero-padded copies
+// (run_padded; kernels/matmul.h says why).
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -45,6 +47,8 @@ bool tf32_allowed() {
   }
   return v == 1;
 }
+
+std::atomic<double> g_pad_min_mnk{8589934592.0};  // 2^33 (kernels/matmul.h)
 
 // ---------------------------------------------------------------- shapes (as the CPU)
 
@@ -171,7 +175,51 @@ void run(const Problem& p, const Tensor& c, Tensor a, Tensor b, bool trans_a, bo
   }
 }
 
+// ---------------------------------------------------------------- padded products
+
+bool unaligned(int64_t d) { return d % 8 != 0; }
+int64_t padded(int64_t d) { return unaligned(d) ? (d + 127) / 128 * 128 : d; }
+
+// t (rows x cols) in a zeroed rows_p x cols_p buffer (t itself when no padding is needed).
+Tensor zero_padded(const Tensor& t, int64_t rows_p, int64_t cols_p) {
+  const int64_t rows = t.size(0), cols = t.size(1);
+  if (rows == rows_p && cols == cols_p) return t;
+  Tensor out = empty({rows_p, cols_p}, TensorOptions(t.dtype(), t.device()));
+  if (cols_p > cols) out.narrow(1, cols, cols_p - cols).fill_(0.0);
+  if (rows_p > rows) out.narrow(0, rows, rows_p - rows).fill_(0.0);
+  out.narrow(0, 0, rows).narrow(1, 0, cols).copy_(t);
+  return out;
+}
+
+// Runs c = alpha op(a) op(b) + beta c on zero-padded copies when the product qualifies
+// (kernels/matmul.h, set_gemm_pad_min_mnk); returns false, having done nothing, otherwise.
+bool run_padded(const Problem& p, const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+                double alpha, double beta) {
+  if ((c.dtype() != DType::BF16 && c.dtype() != DType::F16) || a.dim() != 2 || b.dim() != 2 || c.dim() != 2)
+    return false;
+  const int64_t M = p.M, N = p.N, K = p.K;
+  if (!unaligned(M) && !unaligned(N) && !unaligned(K)) return false;
+  if (double(M) * double(N) * double(K) < g_pad_min_mnk.load(std::memory_order_relaxed)) return false;
+  const int64_t Mp = padded(M), Np = padded(N), Kp = padded(K);
+  // Operands as stored: op(a) is M x K (a is K x M when transposed), op(b) K x N.
+  const Tensor ap = trans_a ? zero_padded(a, Kp, Mp) : zero_padded(a, Mp, Kp);
+  const Tensor bp = trans_b ? zero_padded(b, Np, Kp) : zero_padded(b, Kp, Np);
+  if (Mp == M && Np == N) {
+    run(plan(ap, bp, trans_a, trans_b), c, ap, bp, trans_a, trans_b, alpha, beta);
+    return true;
+  }
+  Tensor cp = empty({Mp, Np}, TensorOptions(c.dtype(), c.device()));
+  Tensor real = cp.narrow(0, 0, M).narrow(1, 0, N);
+  if (beta != 0.0) real.copy_(c);  // the padded part's contents only reach dropped outputs
+  run(plan(ap, bp, trans_a, trans_b), cp, ap, bp, trans_a, trans_b, alpha, beta);
+  c.copy_(real);
+  return true;
+}
+
 }  // namespace
+
+void set_gemm_pad_min_mnk(double mnk) { g_pad_min_mnk.store(mnk, std::memory_order_relaxed); }
+double gemm_pad_min_mnk() { return g_pad_min_mnk.load(std::memory_order_relaxed); }
 
 void set_allow_tf32(bool allow) { g_allow_tf32.store(allow ? 1 : 0, std::memory_order_relaxed); }
 bool allow_tf32() { return tf32_allowed(); }
@@ -193,6 +241,7 @@ void matmul_out(const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a,
     c0.copy_(tmp);
     return;
   }
+  if (run_padded(p, c0, a0, b0, trans_a, trans_b, alpha, beta)) return;
   run(p, c0, a0, b0, trans_a, trans_b, alpha, beta);
 }
 
@@ -201,7 +250,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor c = empty(p.out_shape, TensorOptions(a.dtype(), a.device()));
   if (c.numel() == 0) return c;
   ::hymba::cuda::DeviceGuard guard(c.device().index);
-  run(p, c, a.detach(), b.detach(), trans_a, trans_b, 1.0, 0.0);
+  const Tensor a0 = a.detach(), b0 = b.detach();
+  if (!run_padded(p, c, a0, b0, trans_a, trans_b, 1.0, 0.0)) run(p, c, a0, b0, trans_a, trans_b, 1.0, 0.0);
   return c;
 }
 

@@ -3,7 +3,9 @@
 // products, summation order differs); f64 1e-12; bf16/f16 inputs 2e-2 against the CPU's f32
 // product of the same rounded values (fp32 accumulation, output rounded to 16 bits); f32 with
 // TF32 on 5e-3 (inputs rounded to a 10-bit mantissa).
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -169,6 +171,57 @@ TEST(CudaMatmul, OutAccumulatesAndIgnoresOldContentsAtBetaZero) {
   kernels::matmul_out(wide_g.slice(1, 0, 18, 2), a.to(gpu), b.to(gpu), false, false, 1.0, 0.0);
   kernels::matmul_out(wide_r.slice(1, 0, 18, 2), a, b, false, false, 1.0, 0.0);
   EXPECT_CUDA_CLOSE(wide_g, wide_r, 1e-4, "matmul_out into every other column");
+}
+
+// Sets the padding threshold of 16-bit products (kernels/matmul.h) for a scope.
+class PadGuard {
+ public:
+  explicit PadGuard(double mnk) : prev_(kernels::cuda::gemm_pad_min_mnk()) { kernels::cuda::set_gemm_pad_min_mnk(mnk); }
+  ~PadGuard() { kernels::cuda::set_gemm_pad_min_mnk(prev_); }
+
+ private:
+  double prev_;
+};
+
+// Products with dimensions that are not multiples of 8, run on zero-padded copies (threshold
+// 0: every such bf16/f16 product) in every transpose combination, with beta 0 over a
+// NaN-filled c and beta 1.5, into a contiguous c and into a column slice of a wider one:
+// against the CPU, and against the same product unpadded on the GPU.
+TEST(CudaMatmul, ZeroPaddedProductsAreTheSameProduct) {
+  HYMBA_REQUIRE_GPU();
+  const MNK sizes[] = {{129, 1001, 64}, {64, 64, 1001}, {1001, 72, 64}, {17, 129, 1000}, {1, 9, 3}};
+  uint64_t seed = 900;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    const DType r = ref_of(dt);
+    for (const MNK& s : sizes)
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const Tensor a = cudatest::randn_cpu(mat(s.m, s.k, ta), seed++, dt);
+          const Tensor b = cudatest::randn_cpu(mat(s.k, s.n, tb), seed++, dt);
+          const Tensor c0 = cudatest::randn_cpu({s.m, s.n}, seed++, dt);
+          const std::string w = what(a, b, ta, tb, dt);
+          Tensor plain;
+          {
+            PadGuard never(std::numeric_limits<double>::infinity());
+            plain = kernels::matmul(a.to(gpu), b.to(gpu), ta, tb);
+          }
+          PadGuard always(0.0);
+          const Tensor got = kernels::matmul(a.to(gpu), b.to(gpu), ta, tb);
+          EXPECT_CUDA_CLOSE(got, kernels::matmul(a.to(r), b.to(r), ta, tb), rtol_of(dt), "padded " + w);
+          EXPECT_CUDA_CLOSE(got, plain, rtol_of(dt), "padded against unpadded " + w);
+          Tensor nan_c = full({s.m, s.n}, std::nan(""), TensorOptions(dt, gpu));
+          kernels::matmul_out(nan_c, a.to(gpu), b.to(gpu), ta, tb, 1.0, 0.0);
+          EXPECT_CUDA_CLOSE(nan_c, got, 0.0, "padded matmul_out beta 0 over NaN " + w);
+          Tensor cg = c0.to(gpu).clone(), cr = c0.to(r).clone();
+          kernels::matmul_out(cg, a.to(gpu), b.to(gpu), ta, tb, 0.5, 1.5);
+          kernels::matmul_out(cr, a.to(r), b.to(r), ta, tb, 0.5, 1.5);
+          EXPECT_CUDA_CLOSE(cg, cr, rtol_of(dt), "padded matmul_out beta 1.5 " + w);
+          Tensor wide_g = zeros({s.m, s.n + 7}, TensorOptions(dt, gpu)), wide_r = zeros({s.m, s.n + 7}, TensorOptions(r));
+          kernels::matmul_out(wide_g.narrow(1, 3, s.n), a.to(gpu), b.to(gpu), ta, tb, 1.0, 0.0);
+          kernels::matmul_out(wide_r.narrow(1, 3, s.n), a.to(r), b.to(r), ta, tb, 1.0, 0.0);
+          EXPECT_CUDA_CLOSE(wide_g, wide_r, rtol_of(dt), "padded matmul_out into a column slice " + w);
+        }
+  }
 }
 
 TEST(CudaMatmul, EmptyInnerDim) {
