@@ -26,23 +26,32 @@
 //     entering its last item, and the chunk's map carries e into the previous chunk (the
 //     sequential kernel's `dh` carry);
 //   - a forward warp scan recomputes the states from the saved state before the chunk (the
-//     time chunk, 256 steps, is a multiple of the save interval: supports());
+//     time chunk, 256 steps, is a multiple of the save interval: supports()); the two scans
+//     are independent and run interleaved, each hiding the other's shuffle latency;
 //   - a walk forward over the items then has h_{t-1}, h_t and g_t = C_t dy_t + e_{t+1}
-//     together, and accumulates every gradient term with the sequential kernel's arithmetic.
+//     together, and accumulates every gradient term of the sequential kernel.
 // Reductions: du, ddelta, dz per step in registers; dA[d, n], dD[d], ddelta_bias[d] per (b, d)
 // in fixed order (a warp sum per chunk, chunks in order, in double across chunks), then summed
 // over b in order by a second kernel, so they are deterministic. dB, dC: each warp writes its
 // channel's terms of a state group to shared memory, the block sums them over its warps in
 // warp order and adds that with one fp32 atomic per (b, n, t) and block (kR times fewer than
-// one per channel), so their last bits may vary from run to run.
+// one per channel; a thread takes 4 consecutive steps, one vector atomic on sm_90), so their
+// last bits may vary from run to run.
+//
+// The kernels are bound by instruction issue and latency, not memory, so the per-state loops
+// are kept short: the decay factors are one MUFU.EX2 each (fast_exp2), everything that does
+// not depend on n (dt u, the skip term D u) is computed once per time chunk, the forward
+// stores a saved state once per lane after its walk when the save interval is a multiple of
+// kFwdItems (the usual case; otherwise each step checks), and the index arithmetic of the
+// tile fills and the dB/dC sums is per thread rather than per element.
 //
 // Shared-memory hazards: the comment at each buffer names the barriers (block or warp) that
 // separate its writes from the reads before and after them.
 //
 // Traffic at the Hymba shape (B 8, D 3200, N 16, L 2176, f32): 6400 blocks; the B, C tiles
 // bring 2 x 800 x 8 x 16 x 2176 x 4 B = 1.8 GB from L2 per direction (a block per channel
-// read 7.1 GB), and the backward issues 2 x 800 x 8 x 16 x 2176 = 0.45 G fp32 atomics
-// (1.8 GB; 1.8 G atomics with a block per channel).
+// read 7.1 GB), and the backward adds 2 x 800 x 8 x 16 x 2176 = 0.45 G fp32 values atomically
+// (1.8 GB; 0.11 G vector atomics on sm_90; 1.8 G atomics with a block per channel).
 #include "kernels/cuda/selective_scan_blocked.h"
 
 #include <initializer_list>
@@ -57,12 +66,23 @@ constexpr int kThreads = 32 * kR;
 // Consecutive steps per lane. The backward keeps six per-step arrays across the states and
 // four more per state: at 16 steps it would need over 255 registers, at 8 it fits the 170
 // that __launch_bounds__(kThreads, 3) leaves (3 blocks of 128 threads per SM). ptxas -v
-// (CUDA 13, sm_80 / sm_90, f32 and bf16): forward 152-161 registers, backward 163-168, no
-// spills; a cap of 128 (4 blocks per SM) makes the forward spill. Multiples of 8, so that a
-// 16-byte vector of bf16 stays within one lane's items.
+// (CUDA 13, f32 and bf16, no spills): sm_90 forward 162 registers, backward 168 (at the cap:
+// holding a state's B and C items across its scans, or two states at once forward, spills);
+// sm_80 forward 160-161, backward 195-200 (2 blocks per SM, see kBwdBlocksPerSM). A cap of
+// 128 (4 blocks per SM) makes the forward spill. Multiples of 8, so that a 16-byte vector of
+// bf16 stays within one lane's items.
 constexpr int kFwdItems = 16;
 constexpr int kBwdItems = 8;
 static_assert(kFwdItems % 8 == 0 && kBwdItems % 8 == 0);
+// Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
+// backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
+// is that of 2 blocks (no spills; 3 would spill, for nothing).
+constexpr int kFwdBlocksPerSM = 3;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+constexpr int kBwdBlocksPerSM = 2;
+#else
+constexpr int kBwdBlocksPerSM = 3;
+#endif
 // States per shared B/C tile group. Forward: 2 x 8 x 640 floats = 40 KiB (+ 16 N bytes of
 // carries, no opt-in needed); backward: 2 x 4 x 384 floats of tiles (12 KiB) and
 // 2 x kR x 4 x 384 of dB/dC terms (48 KiB), + 48 N bytes (61 KiB at N = 16, opted in). With
@@ -70,8 +90,9 @@ static_assert(kFwdItems % 8 == 0 && kBwdItems % 8 == 0);
 // fits 2 on an A100 (164 KiB of shared memory per SM).
 constexpr int kFwdGroup = 8;
 constexpr int kBwdGroup = 4;
-// Tile vectors in flight per thread (fill_tile): a group's f32 tile is 8 vectors per thread
-// forward, 2 backward. More costs registers the per-state loops need (ptxas spills).
+// Tile vectors in flight per thread (fill_tile, at most the vectors a thread has): a group's
+// f32 tile is 8 vectors per thread forward, 2 backward. More costs registers the per-state
+// loops need (ptxas spills).
 constexpr int kFwdBatch = 4;
 constexpr int kBwdBatch = 2;
 // The backward's time chunk: the save interval must divide it, so that every chunk starts
@@ -95,24 +116,36 @@ template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
 
 // Rows 0 .. rows - 1 of src (row stride L; src points at step 0 of the first row), steps
 // [t0, t0 + 32 kItems), into tile rows of kTileRow floats, 0 past L. Called by every thread of
-// the block. `vec`: rows start 16-byte aligned and L is a multiple of the vector width, so a
-// vector that starts before L lies inside the row; each thread then has kBatch vectors in
-// flight (all loads of a batch, then all stores) instead of one load's latency per vector.
-template <int kItems, int kBatch, typename T>
+// the block (kThreads of them). `vec`: rows start 16-byte aligned and L is a multiple of the
+// vector width, so a vector that starts before L lies inside the row. A thread then always
+// takes the same vector position q of rows j0, j0 + kRowsPerPass, ... (kThreads is a
+// multiple of the vectors per row), so its column offsets and its bound check against L are
+// computed once, and it has kBatch vectors in flight (all loads of a batch, then all stores)
+// instead of one load's latency per vector.
+template <int kItems, int kMaxBatch, int kMaxRows, typename T>
 __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, int rows, int64_t L, int64_t t0,
                           bool vec) {
   constexpr int kSteps = 32 * kItems;
   if (vec) {
     constexpr int kN = Vec16<T>::kN;
     constexpr int kPerRow = kSteps / kN;
-    const int total = rows * kPerRow, stride = int(blockDim.x);
-    for (int k0 = int(threadIdx.x); k0 < total; k0 += kBatch * stride) {
+    static_assert(kThreads % kPerRow == 0, "a thread keeps one vector position");
+    constexpr int kRowsPerPass = kThreads / kPerRow;
+    // No more vectors in flight than a thread has rows (registers).
+    constexpr int kPasses = (kMaxRows + kRowsPerPass - 1) / kRowsPerPass;
+    constexpr int kBatch = kPasses < kMaxBatch ? kPasses : kMaxBatch;
+    const int tid = int(threadIdx.x), q = (tid % kPerRow) * kN, j0 = tid / kPerRow;
+    const bool in = t0 + q < L;
+    const T* col = src + t0 + q;
+    // q is a multiple of kN (4 or 8) and of 4 within the lane's items: whole float4s.
+    float* dst = tile + tile_pos<kItems>(q);
+    for (int jb = j0; jb < rows; jb += kBatch * kRowsPerPass) {
       float v[kBatch][kN];
 #pragma unroll
       for (int m = 0; m < kBatch; ++m) {
-        const int k = k0 + m * stride, j = k / kPerRow, q = (k % kPerRow) * kN;
-        if (k < total && t0 + q < L) {
-          const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(src + j * L + t0 + q);
+        const int j = jb + m * kRowsPerPass;
+        if (in && j < rows) {
+          const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(col + j * L);
 #pragma unroll
           for (int e = 0; e < kN; ++e) v[m][e] = to_f32(w.v[e]);
         } else {
@@ -122,17 +155,16 @@ __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, i
       }
 #pragma unroll
       for (int m = 0; m < kBatch; ++m) {
-        const int k = k0 + m * stride, j = k / kPerRow, q = (k % kPerRow) * kN;
-        if (k < total) {
-          // q is a multiple of kN (4 or 8) and of 4 within the lane's items: whole float4s.
-          float4* dst = reinterpret_cast<float4*>(tile + j * kTileRow<kItems> + tile_pos<kItems>(q));
+        const int j = jb + m * kRowsPerPass;
+        if (j < rows) {
+          float4* d4 = reinterpret_cast<float4*>(dst + j * kTileRow<kItems>);
 #pragma unroll
-          for (int e = 0; e < kN; e += 4) dst[e / 4] = make_float4(v[m][e], v[m][e + 1], v[m][e + 2], v[m][e + 3]);
+          for (int e = 0; e < kN; e += 4) d4[e / 4] = make_float4(v[m][e], v[m][e + 1], v[m][e + 2], v[m][e + 3]);
         }
       }
     }
   } else {
-    for (int k = int(threadIdx.x); k < rows * kSteps; k += int(blockDim.x)) {
+    for (int k = int(threadIdx.x); k < rows * kSteps; k += kThreads) {
       const int j = k / kSteps, q = k % kSteps;
       tile[j * kTileRow<kItems> + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
     }
@@ -168,35 +200,69 @@ struct Pair {
 // x first, then y.
 __device__ __forceinline__ Pair compose(Pair x, Pair y) { return {x.a * y.a, y.a * x.b + y.b}; }
 
-// Exclusive scan of the lanes' maps in lane order (lane 0 first): returns the composition of
-// the maps of the lanes before this one (identity for lane 0) and, in *total, that of all 32
-// (in every lane).
-__device__ __forceinline__ Pair warp_scan_forward(Pair p, Pair* total) {
+// Exclusive scans of S independent sets of lane maps, interleaved so that the shuffle and
+// FMA latencies of one set hide behind the others' (each round is a serial dependency chain).
+// Bit k of kRev picks the order of set k: 0, lane order (lane 0 first), p[k] becomes the
+// composition of the maps of the lanes before this one; 1, reverse lane order (lane 31
+// first), the maps of the lanes after this one, later lanes applied first. Identity for the
+// first lane of each order; total[k] is the composition of all 32 (in every lane).
+template <unsigned kRev, int S>
+__device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&total)[S]) {
   const int lane = int(threadIdx.x) & 31;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const float a = __shfl_up_sync(kFull, p.a, o), b = __shfl_up_sync(kFull, p.b, o);
-    if (lane >= o) p = compose({a, b}, p);
+    Pair x[S];
+#pragma unroll
+    for (int k = 0; k < S; ++k) {
+      const bool rev = kRev >> k & 1u;
+      x[k].a = rev ? __shfl_down_sync(kFull, p[k].a, o) : __shfl_up_sync(kFull, p[k].a, o);
+      x[k].b = rev ? __shfl_down_sync(kFull, p[k].b, o) : __shfl_up_sync(kFull, p[k].b, o);
+    }
+#pragma unroll
+    for (int k = 0; k < S; ++k) {
+      const bool rev = kRev >> k & 1u;
+      if (rev ? lane + o < 32 : lane >= o) p[k] = compose(x[k], p[k]);
+    }
   }
-  *total = {__shfl_sync(kFull, p.a, 31), __shfl_sync(kFull, p.b, 31)};
-  Pair ex{__shfl_up_sync(kFull, p.a, 1), __shfl_up_sync(kFull, p.b, 1)};
-  if (lane == 0) ex = {1.f, 0.f};
-  return ex;
+#pragma unroll
+  for (int k = 0; k < S; ++k) {
+    const bool rev = kRev >> k & 1u;
+    const int last = rev ? 0 : 31;
+    total[k] = {__shfl_sync(kFull, p[k].a, last), __shfl_sync(kFull, p[k].b, last)};
+    Pair ex;
+    ex.a = rev ? __shfl_down_sync(kFull, p[k].a, 1) : __shfl_up_sync(kFull, p[k].a, 1);
+    ex.b = rev ? __shfl_down_sync(kFull, p[k].b, 1) : __shfl_up_sync(kFull, p[k].b, 1);
+    if (lane == (rev ? 31 : 0)) ex = {1.f, 0.f};
+    p[k] = ex;
+  }
 }
 
-// The same in reverse lane order (lane 31 first): returns the composition of the maps of the
-// lanes after this one, later lanes applied first.
-__device__ __forceinline__ Pair warp_scan_reverse(Pair p, Pair* total) {
-  const int lane = int(threadIdx.x) & 31;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float a = __shfl_down_sync(kFull, p.a, o), b = __shfl_down_sync(kFull, p.b, o);
-    if (lane + o < 32) p = compose({a, b}, p);
-  }
-  *total = {__shfl_sync(kFull, p.a, 0), __shfl_sync(kFull, p.b, 0)};
-  Pair ex{__shfl_down_sync(kFull, p.a, 1), __shfl_down_sync(kFull, p.b, 1)};
-  if (lane == 31) ex = {1.f, 0.f};
-  return ex;
+// 2^x for the decay factors exp(dt A) = 2^(dt A log2 e): MUFU.EX2 alone. ex2.approx.ftz has the
+// accuracy of exp2f (which issues the same ex2.approx, about 2 ulp) without the scaling
+// instructions exp2f adds around it so that results below 2^-126 stay denormal instead of
+// flushing to 0: a decay factor that small is 0 for every purpose here. Large arguments give
+// inf and very negative ones 0, as exp2f does, for any sign of A; 2^0 is exactly 1, so the
+// steps past L (dt = 0) are identity maps.
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);  // nvcc's host pass and the CPU emulator (tests/cuda_emu)
+#endif
+}
+
+// 4 consecutive fp32 atomic additions at a 16-byte aligned p: one vector atomic on sm_90.
+__device__ __forceinline__ void atomic_add4(float* p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(p), v);
+#else
+  atomicAdd(p, v.x);
+  atomicAdd(p + 1, v.y);
+  atomicAdd(p + 2, v.z);
+  atomicAdd(p + 3, v.w);
+#endif
 }
 
 __device__ __forceinline__ float softplus(float v) { return v > 20.f ? v : log1pf(expf(v)); }
@@ -256,7 +322,8 @@ template <typename T> struct Params {
   int64_t Dn, L, N, chunk, nc;
   int64_t dblocks;  // blocks per batch row, ceil(D / kR)
   bool softplus;
-  bool vec;  // every (B, D, L) and (B, N, L) row is 16-byte aligned (see load_items)
+  bool vec;       // every (B, D, L) and (B, N, L) row is 16-byte aligned (see load_items)
+  bool vec_grad;  // backward: the rows of dB and dC are 16-byte aligned (vector atomics)
 };
 
 // The channels of block blockIdx.x: batch row b, first channel d0, and how many of its kR
@@ -274,11 +341,12 @@ template <typename T> __device__ __forceinline__ BlockChannels block_channels(co
 size_t forward_smem(int64_t N) { return size_t(2 * kFwdGroup * kTileRow<kFwdItems>) * 4 + size_t(kR * N) * 4; }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 3) forward_kernel(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, kFwdBlocksPerSM) forward_kernel(Params<T> p) {
   constexpr int kItems = kFwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const BlockChannels bc = block_channels(p);
-  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L, N = p.N;
+  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L;
+  const int N = int(p.N);               // <= kMaxN
   const bool active = warp < bc.count;  // warp-uniform
   const int64_t r = b * p.Dn + d, row = r * L;
 
@@ -291,82 +359,106 @@ __global__ void __launch_bounds__(kThreads, 3) forward_kernel(Params<T> p) {
   // warp before the __syncwarp that follows the scan of (chunk, n), written by lane 0 after
   // it; read next in the following chunk, after its barriers F1, F2.
   float* carry = Cs + kFwdGroup * kRow + warp * N;
-  for (int64_t n = lane; n < N; n += 32) carry[n] = 0.f;
+  for (int n = lane; n < N; n += 32) carry[n] = 0.f;
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
+  const T* A_d = p.A + d * N;  // read only by active warps
+  // Save interval (chunk <= 256: int arithmetic). When it is a multiple of kItems (the usual
+  // case), save interval ends fall only on a lane's last item, so a lane stores at most one
+  // state per n, after its walk: the state at its last item, or at step L - 1 when that is
+  // inside the lane (the steps past L are identity maps, so the state after the last item
+  // is the state at L - 1). Otherwise every item checks its bit in `save`.
+  const int chunk = int(p.chunk);
+  const bool lane_saves = chunk % kItems == 0;  // uniform
 
   for (int64_t t0 = 0; t0 < L; t0 += kSteps) {
     const int64_t s = t0 + lane * kItems;  // this lane's first step
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
-    float u[kItems], dt[kItems], y[kItems];
+    // dt u (the input term is dt u B) and y, which starts at the skip term D u.
+    float dt[kItems], dtu[kItems], y[kItems];
     // Steps whose state is saved: ends of save intervals and L - 1. Step s + i is step
-    // phase + i of save interval s / chunk (chunk <= 256: int arithmetic).
+    // phase + i of save interval s / chunk.
     unsigned save = 0;
-    const int chunk = int(p.chunk), phase = int(s % chunk);
+    const int phase = int(s % chunk);
     const int64_t sidx0 = r * p.nc + s / chunk;  // chunk_states row of step s
+    float* lane_save = nullptr;                  // lane_saves: where this lane's state goes, if anywhere
     if (active) {
+      float u[kItems];
       load_items(p.u + row, L, s, p.vec, u);
       load_items(p.delta + row, L, s, p.vec, dt);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         const float v = dt[i] + bias;
         dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // 0 past L: the identity map
-        y[i] = 0.f;
-        if (i < cnt && ((phase + i + 1) % chunk == 0 || s + i == L - 1)) save |= 1u << i;
+        dtu[i] = dt[i] * u[i];
+        y[i] = Dd * u[i];
+        if (!lane_saves && i < cnt && ((phase + i + 1) % chunk == 0 || s + i == L - 1)) save |= 1u << i;
       }
+      if (lane_saves && cnt > 0 && ((s + kItems) % chunk == 0 || s + kItems >= L))
+        lane_save = p.states + (r * p.nc + (min(s + kItems, L) - 1) / chunk) * N;
     }
 
-    for (int64_t g0 = 0; g0 < N; g0 += kFwdGroup) {
-      const int gn = int(min(int64_t(kFwdGroup), N - g0));
+    for (int g0 = 0; g0 < N; g0 += kFwdGroup) {
+      const int gn = min(kFwdGroup, N - g0);
       __syncthreads();  // F1: the warps are done with the previous group's tiles
-      fill_tile<kItems, kFwdBatch>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
-      fill_tile<kItems, kFwdBatch>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kFwdBatch, kFwdGroup>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kFwdBatch, kFwdGroup>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
       __syncthreads();  // F2
       if (!active) continue;
       for (int j = 0; j < gn; ++j) {
-        const int64_t n = g0 + j;
-        const float A2 = to_f32(p.A[d * N + n]) * kLog2e;
-        float Bv[kItems], a[kItems], bb[kItems];
-        tile_items<kItems>(Bs + j * kRow, lane, Bv);
+        const int n = g0 + j;
+        const float A2 = to_f32(A_d[n]) * kLog2e;
+        float a[kItems], bb[kItems];
         Pair agg{1.f, 0.f};
+        {
+          float Bv[kItems];
+          tile_items<kItems>(Bs + j * kRow, lane, Bv);
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          a[i] = exp2f(dt[i] * A2);
-          bb[i] = dt[i] * u[i] * Bv[i];
-          agg = {agg.a * a[i], a[i] * agg.b + bb[i]};
+          for (int i = 0; i < kItems; ++i) {
+            a[i] = fast_exp2(dt[i] * A2);
+            bb[i] = dtu[i] * Bv[i];
+            agg = {agg.a * a[i], a[i] * agg.b + bb[i]};
+          }
         }
         const float h_in = carry[n];
-        Pair total;
-        const Pair pre = warp_scan_forward(agg, &total);
+        Pair total[1], pre[1] = {agg};
+        warp_scans<0u>(pre, total);
         __syncwarp();  // carry[n]: every lane has read it
-        if (lane == 0) carry[n] = total.a * h_in + total.b;
+        if (lane == 0) carry[n] = total[0].a * h_in + total[0].b;
         float Cv[kItems];
         tile_items<kItems>(Cs + j * kRow, lane, Cv);
-        float h = pre.a * h_in + pre.b;
+        float h = pre[0].a * h_in + pre[0].b;
+        if (lane_saves) {
 #pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          h = a[i] * h + bb[i];
-          y[i] += Cv[i] * h;
-          if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n] = h;
+          for (int i = 0; i < kItems; ++i) {
+            h = a[i] * h + bb[i];
+            y[i] += Cv[i] * h;
+          }
+          if (lane_save) lane_save[n] = h;
+        } else {
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) {
+            h = a[i] * h + bb[i];
+            y[i] += Cv[i] * h;
+            if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n] = h;
+          }
         }
       }
     }
 
     if (active) {
-      float zz[kItems];
-      if (p.z) load_items(p.z + row, L, s, p.vec, zz);
+      if (p.z) {
+        float zz[kItems];
+        load_items(p.z + row, L, s, p.vec, zz);
 #pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        float o = y[i] + Dd * u[i];
-        if (p.z) o *= zz[i] * sigmoid(zz[i]);
-        y[i] = o;
+        for (int i = 0; i < kItems; ++i) y[i] *= zz[i] * sigmoid(zz[i]);
       }
       store_items(p.out + row, L, s, p.vec, y);
     }
   }
   __syncwarp();  // carry: lane 0's last writes (or the zeros, when L == 0) before the reads
   if (active)
-    for (int64_t n = lane; n < N; n += 32) p.last[r * N + n] = from_f32<T>(carry[n]);
+    for (int n = lane; n < N; n += 32) p.last[r * N + n] = from_f32<T>(carry[n]);
 }
 
 // Backward shared memory: the warps' dA (double), the B and C tiles of a state group, the
@@ -377,11 +469,12 @@ size_t backward_smem(int64_t N) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Params<T> p) {
   constexpr int kItems = kBwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const BlockChannels bc = block_channels(p);
-  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L, N = p.N;
+  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L;
+  const int N = int(p.N);               // <= kMaxN
   const bool active = warp < bc.count;  // warp-uniform
   const int64_t r = b * p.Dn + d, row = r * L;
 
@@ -400,14 +493,15 @@ __global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
   float* xB = Cs + kBwdGroup * kRow;
   float* xC = xB + kR * kBwdGroup * kRow;
   // ecarry[n] of this warp: e entering the current chunk from the later ones. Read by every
-  // lane before the __syncwarp that follows the reverse scan of (chunk, n), written by lane 0
+  // lane before the __syncwarp that follows the scans of (chunk, n), written by lane 0
   // after it; read next in the previous chunk, after its barriers K1, K2.
   float* ecarry = xC + kR * kBwdGroup * kRow + warp * N;
-  for (int64_t n = lane; n < N; n += 32) {
+  for (int n = lane; n < N; n += 32) {
     dA_s[n] = 0.0;
     ecarry[n] = 0.f;
   }
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
+  const T* A_d = p.A + d * N;  // read only by active warps
   double dD_acc = 0.0, db_acc = 0.0;  // lane 0's
 
   const int64_t nchunks = (L + kSteps - 1) / kSteps;
@@ -417,9 +511,11 @@ __global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
     // Per step, over the states: ddt (the A exp(dt A) h_{t-1} part of d out/d dt), dub
-    // (sum_n g B), y (sum_n C h, for dz). dy is the output gradient through the gate.
-    float u[kItems], dt[kItems], dy[kItems], y[kItems], ddt[kItems], dub[kItems];
+    // (sum_n g B), y (sum_n C h, for dz). dy is the output gradient through the gate, dtu
+    // = dt u (the input term is dt u B); u itself is read again after the states.
+    float dtu[kItems], dt[kItems], dy[kItems], y[kItems], ddt[kItems], dub[kItems];
     if (active) {
+      float u[kItems];
       load_items(p.u + row, L, s, p.vec, u);
       load_items(p.delta + row, L, s, p.vec, dt);
       load_items(p.dout + row, L, s, p.vec, dy);
@@ -433,88 +529,128 @@ __global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
       for (int i = 0; i < kItems; ++i) {
         const float v = dt[i] + bias;
         dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // past L: u = dy = dt = 0
+        dtu[i] = dt[i] * u[i];
         y[i] = ddt[i] = dub[i] = 0.f;
       }
     }
     // The saved state before the chunk: t0 is a multiple of chunk.
     const float* h_saved = active && c > 0 ? p.saved + (r * p.nc + t0 / p.chunk - 1) * N : nullptr;
 
-    for (int64_t g0 = 0; g0 < N; g0 += kBwdGroup) {
-      const int gn = int(min(int64_t(kBwdGroup), N - g0));
+    for (int g0 = 0; g0 < N; g0 += kBwdGroup) {
+      const int gn = min(kBwdGroup, N - g0);
       __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
-      fill_tile<kItems, kBwdBatch>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
-      fill_tile<kItems, kBwdBatch>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kBwdBatch, kBwdGroup>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
+      fill_tile<kItems, kBwdBatch, kBwdGroup>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
       __syncthreads();  // K2
       if (active) {
         for (int j = 0; j < gn; ++j) {
-          const int64_t n = g0 + j;
-          const float An = to_f32(p.A[d * N + n]), A2 = An * kLog2e;
+          const int n = g0 + j;
+          const float An = to_f32(A_d[n]), A2 = An * kLog2e;
           const float h_in = h_saved ? h_saved[n] : 0.f;  // first: its latency hides behind the scans
-          float a[kItems], Cv[kItems], g[kItems];
-          tile_items<kItems>(Cs + j * kRow, lane, Cv);
-          Pair ragg{1.f, 0.f};
+          // The lane's maps, both directions: e -> a_t e + a_t C_t dy_t (later steps first)
+          // and h -> a_t h + dt_t u_t B_t; both multiply the same a_t. The B and C items are
+          // read again after the scans rather than held across them (registers).
+          float a[kItems], prod = 1.f, rb = 0.f, fb = 0.f;
+          {
+            float Bv[kItems], Cv[kItems];
+            tile_items<kItems>(Bs + j * kRow, lane, Bv);
+            tile_items<kItems>(Cs + j * kRow, lane, Cv);
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) a[i] = exp2f(dt[i] * A2);
+            for (int i = 0; i < kItems; ++i) {
+              a[i] = fast_exp2(dt[i] * A2);
+              prod *= a[i];
+              fb = a[i] * fb + dtu[i] * Bv[i];
+            }
 #pragma unroll
-          for (int i = kItems - 1; i >= 0; --i) ragg = {ragg.a * a[i], a[i] * (ragg.b + Cv[i] * dy[i])};
+            for (int i = kItems - 1; i >= 0; --i) rb = a[i] * (rb + Cv[i] * dy[i]);
+          }
+          // Set 0: the states, forward in time; set 1: e, backward (reverse lane order).
+          Pair pre[2] = {{prod, fb}, {prod, rb}}, total[2];
+          warp_scans<2u>(pre, total);
           const float e_in = ecarry[n];
-          Pair rtotal;
-          const Pair rpre = warp_scan_reverse(ragg, &rtotal);
           __syncwarp();  // ecarry[n]: every lane has read it
-          if (lane == 0) ecarry[n] = rtotal.a * e_in + rtotal.b;
+          if (lane == 0) ecarry[n] = total[1].a * e_in + total[1].b;
+          float Bv[kItems], Cv[kItems], g[kItems];
+          tile_items<kItems>(Bs + j * kRow, lane, Bv);
+          tile_items<kItems>(Cs + j * kRow, lane, Cv);
           // g = dL/dh_t: this step's output term plus what flows back from step t + 1.
-          float e = rpre.a * e_in + rpre.b;
+          float e = pre[1].a * e_in + pre[1].b;
 #pragma unroll
           for (int i = kItems - 1; i >= 0; --i) {
             g[i] = Cv[i] * dy[i] + e;
             e = a[i] * g[i];
           }
 
-          float Bv[kItems];
-          tile_items<kItems>(Bs + j * kRow, lane, Bv);
-          Pair fagg{1.f, 0.f};
+          // This warp's dB, dC terms go out a float4 at a time (registers).
+          float4* tB = reinterpret_cast<float4*>(xB + (warp * kBwdGroup + j) * kRow + lane * kLaneStride<kItems>);
+          float4* tC = reinterpret_cast<float4*>(xC + (warp * kBwdGroup + j) * kRow + lane * kLaneStride<kItems>);
+          float h = pre[0].a * h_in + pre[0].b, dA_t = 0.f;
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) fagg = {fagg.a * a[i], a[i] * fagg.b + dt[i] * u[i] * Bv[i]};
-          Pair ftotal;
-          const Pair fpre = warp_scan_forward(fagg, &ftotal);
-          float h = fpre.a * h_in + fpre.b, dA_t = 0.f, tB[kItems], tC[kItems];
+          for (int v = 0; v < kItems / 4; ++v) {
+            float xb[4], xc[4];
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            const float ah = a[i] * h, dtu = dt[i] * u[i];  // ah = exp(dt A) h_{t-1}
-            h = ah + dtu * Bv[i];
-            dA_t += g[i] * dt[i] * ah;
-            ddt[i] += g[i] * An * ah;
-            dub[i] += g[i] * Bv[i];
-            y[i] += Cv[i] * h;
-            tB[i] = g[i] * dtu;
-            tC[i] = dy[i] * h;
+            for (int m = 0; m < 4; ++m) {
+              const int i = 4 * v + m;
+              const float ah = a[i] * h;  // exp(dt A) h_{t-1}
+              h = ah + dtu[i] * Bv[i];
+              const float gah = g[i] * ah;
+              dA_t += gah * dt[i];
+              ddt[i] += gah * An;
+              dub[i] += g[i] * Bv[i];
+              y[i] += Cv[i] * h;
+              xb[m] = g[i] * dtu[i];
+              xc[m] = dy[i] * h;
+            }
+            tB[v] = make_float4(xb[0], xb[1], xb[2], xb[3]);
+            tC[v] = make_float4(xc[0], xc[1], xc[2], xc[3]);
           }
-          store_tile_items<kItems>(xB + (warp * kBwdGroup + j) * kRow, lane, tB);
-          store_tile_items<kItems>(xC + (warp * kBwdGroup + j) * kRow, lane, tC);
           dA_t = warp_sum(dA_t);
           if (lane == 0) dA_s[n] += double(dA_t);
         }
       }
       __syncthreads();  // K3: every warp's dB/dC terms of the group are written
-      // Step q of the chunk, state g0 + j: the block's channels summed in warp order, then one
-      // atomic; consecutive threads take consecutive steps.
-      for (int k = tid; k < gn * kSteps; k += kThreads) {
-        const int j = k / kSteps, q = k % kSteps;
-        if (t0 + q >= L) continue;
-        const int at = j * kRow + tile_pos<kItems>(q);
-        float sB = 0.f, sC = 0.f;
-        for (int w = 0; w < bc.count; ++w) {
-          sB += xB[w * kBwdGroup * kRow + at];
-          sC += xC[w * kBwdGroup * kRow + at];
-        }
-        const int64_t at_g = (b * N + g0 + j) * L + t0 + q;
-        atomicAdd(p.dB + at_g, sB);
-        atomicAdd(p.dC + at_g, sC);
+      // Steps q .. q + 3 of the chunk, state g0 + j: the block's channels summed in warp order,
+      // then one atomic per step (one vector atomic on sm_90). A thread keeps its q (kThreads
+      // is a multiple of the quads per row); consecutive threads take consecutive quads.
+      {
+        constexpr int kQuads = kSteps / 4, kRowsPerPass = kThreads / kQuads;
+        static_assert(kThreads % kQuads == 0 && kItems % 4 == 0, "a thread keeps one quad of one lane's items");
+        const int q = (tid % kQuads) * 4;
+        const int64_t tq = t0 + q;
+        const bool vec = p.vec_grad && tq + 4 <= L;
+        if (tq < L)
+#pragma unroll 1  // one row's loads in flight at a time (registers: the per-step arrays are live)
+          for (int j = tid / kQuads; j < gn; j += kRowsPerPass) {
+            const int at = j * kRow + tile_pos<kItems>(q);
+            float4 sB = *reinterpret_cast<const float4*>(xB + at), sC = *reinterpret_cast<const float4*>(xC + at);
+#pragma unroll
+            for (int w = 1; w < kR; ++w) {
+              if (w >= bc.count) break;
+              const float4 vB = *reinterpret_cast<const float4*>(xB + w * kBwdGroup * kRow + at);
+              const float4 vC = *reinterpret_cast<const float4*>(xC + w * kBwdGroup * kRow + at);
+              sB = make_float4(sB.x + vB.x, sB.y + vB.y, sB.z + vB.z, sB.w + vB.w);
+              sC = make_float4(sC.x + vC.x, sC.y + vC.y, sC.z + vC.z, sC.w + vC.w);
+            }
+            const int64_t at_g = (b * N + g0 + j) * L + tq;
+            if (vec) {
+              atomic_add4(p.dB + at_g, sB);
+              atomic_add4(p.dC + at_g, sC);
+            } else {
+              const float vb[4] = {sB.x, sB.y, sB.z, sB.w}, vc[4] = {sC.x, sC.y, sC.z, sC.w};
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                if (tq + e < L) {
+                  atomicAdd(p.dB + at_g + e, vb[e]);
+                  atomicAdd(p.dC + at_g + e, vc[e]);
+                }
+            }
+          }
       }
     }
     if (!active) continue;
 
-    float zz[kItems], dout[kItems];
+    float u[kItems], zz[kItems], dout[kItems];
+    load_items(p.u + row, L, s, p.vec, u);
     if (p.z) {
       load_items(p.z + row, L, s, p.vec, zz);
       load_items(p.dout + row, L, s, p.vec, dout);
@@ -547,13 +683,12 @@ __global__ void __launch_bounds__(kThreads, 3) backward_kernel(Params<T> p) {
   }
   __syncwarp();  // dA_s: lane 0's last additions before the reads
   if (!active) return;
-  for (int64_t n = lane; n < N; n += 32) p.part_dA[r * N + n] = dA_s[n];
+  for (int n = lane; n < N; n += 32) p.part_dA[r * N + n] = dA_s[n];
   if (lane == 0) {
     p.part_dD[r] = dD_acc;
     p.part_db[r] = db_acc;
   }
 }
-
 
 template <typename F> void dispatch_f32_bf16(DType t, const char* op, F&& f) {
   switch (t) {
@@ -687,6 +822,7 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       p.part_dD = ptr_of<double>(part_dD);
       p.part_db = ptr_of<double>(part_db);
       p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.dout, p.du, p.ddelta, p.dz});
+      p.vec_grad = rows_aligned<float>(L, {p.dB, p.dC});
       const size_t smem = backward_smem(N);
       allow_smem(backward_kernel<T>, smem, op);
       backward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);

@@ -34,8 +34,12 @@ TEST(CudaImplSelect, GuardSetsAndRestores) {
 
 TEST(CudaImplSelect, DefaultsAreTheFastKernels) {
   // What a run gets with no environment: the kernels that passed on a GPU (kernels/cuda_impl.h).
-  if (std::getenv("HYMBA_CUDA_SCAN") == nullptr) EXPECT_EQ(scan_impl(), ScanImpl::Blocked);
-  if (std::getenv("HYMBA_CUDA_ATTENTION") == nullptr) EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
+  if (std::getenv("HYMBA_CUDA_SCAN") == nullptr) {
+    EXPECT_EQ(scan_impl(), ScanImpl::Blocked);
+  }
+  if (std::getenv("HYMBA_CUDA_ATTENTION") == nullptr) {
+    EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
+  }
 }
 
 TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {

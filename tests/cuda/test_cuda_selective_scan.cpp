@@ -14,9 +14,11 @@
 // each) over time chunks of 512 steps forward and 256 backward; their own cases cover several
 // time chunks with a tail, sequences shorter than one lane's steps, channel counts that leave
 // the last block of a row part-empty (and problems that fit one block), state counts that
-// leave the last shared B/C group partial, misaligned rows (no vector loads), empty shapes,
-// and chunk_states passed between the two implementations. Their tolerances are the same: dB
-// and dC are sums over channels with fp32 atomics, whose order only moves the last bits.
+// leave the last shared B/C group partial, save intervals that are and are not multiples of
+// a forward lane's 16 steps (with step L - 1 inside and at the end of a lane), misaligned
+// rows (no vector loads or vector atomics), empty shapes, and chunk_states passed between the
+// two implementations. Their tolerances are the same: dB and dC are sums over channels with
+// fp32 atomics, whose order only moves the last bits.
 #include <gmock/gmock.h>
 
 #include <functional>
@@ -398,6 +400,16 @@ TEST(CudaSelectiveScan, BlockedSaveIntervals) {
   check_case({1, 3, 16, 600, true, true, true, true, 1}, DType::F32, 1502);
   check_case({1, 3, 16, 4133, true, true, true, true, 256}, DType::F32, 1503);
   check_case({1, 5, 16, 700, true, true, true, true, 32}, DType::F32, 1506);
+  // The forward stores a lane's state once, after its 16 steps, when the interval is a
+  // multiple of 16 (then the lane that holds step L - 1 stores the state after its last step:
+  // L - 1 inside that lane above, 2099 = 131 x 16 + 3 and 4132 = 258 x 16 + 4; at its end
+  // here, 527 and 2175; odd N), and checks every step otherwise (8, 2, 4; 599 = 37 x 16 + 7).
+  check_case({1, 3, 5, 600, true, true, true, true, 16}, DType::F32, 1508);
+  check_case({2, 3, 3, 528, true, false, true, true, 16}, DType::F32, 1509);
+  check_case({1, 5, 17, 2176, true, true, true, true, 64}, DType::F32, 1510);
+  check_case({1, 3, 5, 600, true, true, true, true, 8}, DType::F32, 1511);
+  check_case({2, 3, 16, 530, true, true, false, true, 2}, DType::F32, 1512);
+  check_case({1, 3, 16, 520, true, true, true, true, 4}, DType::BF16, 1513);
   // Intervals that do not divide 256 run the sequential kernels instead.
   check_case({2, 3, 16, 700, true, true, true, true, 100}, DType::F32, 1504);
   check_case({2, 3, 16, 700, true, true, true, true, 2048}, DType::F32, 1505);

@@ -3,7 +3,8 @@
 // selective_scan.cu) against kernels::cpu::selective_scan_forward / _backward in f32 on the
 // same (bf16-rounded, for bf16) inputs. Every output and gradient is compared.
 // Usage: emu_scan MODE... (grid: L x N x chunk with z/D/bias/softplus rotating, f32; edge:
-// L = 0, N at the limit, N > 32, chunk boundaries; bf16: three bf16 cases; quick: two f32
+// L = 0, N at the limit, N > 32, chunk boundaries, save intervals below and at a forward lane's
+// 16 steps with L - 1 inside and at the end of a lane; bf16: three bf16 cases; quick: two f32
 // cases). EMU_CASE=i runs only case i of each mode. Tolerance: 1e-4 relative to max |ref|
 // (f32), 2e-2 (bf16); any NaN fails. Last line: "scan: cases=N failures=F worst ..." (f32).
 #include <cmath>
@@ -65,6 +66,13 @@ static std::vector<C> cases_of(const std::string& mode) {
     cs.push_back({2, 4, 513, 16, 128, false, true, false, true, DType::F32});  // one past the forward's 512-step chunk
     cs.push_back({1, 7, 1024, 3, 32, true, false, true, true, DType::F32});
     cs.push_back({1, 2, 300, 40, 2, true, true, true, true, DType::F32});  // N > 32: lanes loop over carries
+    // Save intervals, a multiple of a forward lane's 16 steps (one store per lane, after its
+    // walk) or not (every step checked): L - 1 inside a lane (599 = 37 x 16 + 7) and at a
+    // lane's last step (528), odd N.
+    cs.push_back({1, 3, 600, 5, 16, true, true, true, true, DType::F32});
+    cs.push_back({2, 3, 528, 3, 16, false, true, true, true, DType::F32});
+    cs.push_back({1, 3, 600, 5, 8, true, true, true, true, DType::F32});
+    cs.push_back({1, 2, 520, 2, 4, true, false, true, true, DType::F32});
   } else if (mode == "bf16") {
     cs.push_back({2, 3, 600, 16, 64, true, true, true, true, DType::BF16});
     cs.push_back({1, 5, 257, 17, 256, false, false, false, false, DType::BF16});
