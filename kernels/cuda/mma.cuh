@@ -121,4 +121,14 @@ template <int n> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(n));
 }
 
+// 2^x on the special-function unit (ex2.approx.ftz.f32: maximum relative error 2^-22, subnormal
+// inputs and results flushed to zero, 2^-inf = +0). Softmax exponents are <= 0 after the row
+// max is subtracted, so the flush only drops probabilities below 2^-126. Not volatile: a
+// pure function the compiler may schedule freely.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 }  // namespace hymba::kernels::cuda::mma

@@ -253,6 +253,27 @@ TEST(CudaAttention, MmaShapesBF16) {
   for (const Cfg& c : mma_configs()) check_case(c, DType::BF16, seed += 10, kNeeds[i++ % 6]);
 }
 
+// The mma forward's query tiles: 128 rows (4 warps x two m16 row tiles) against 32-key tiles
+// for every padded head-dim pair but dk = dv = 128 (64 rows, 64-key tiles). T just below, at
+// and above one and two 128-row tiles; windows (40, 50, 63, 90, 100, 160) and meta prefixes
+// (70, 130) that end inside a 128-row tile and inside a 32-key tile, so the warps of one
+// block see different key ranges (some none at all); the padded dims 40 / 24; a single row;
+// batch 1 and 3; Hq = Hkv, GQA 3:1 and Hymba's 25 / 5.
+TEST(CudaAttention, MmaQueryTiles128BF16) {
+  HYMBA_REQUIRE_GPU();
+  const std::vector<Cfg> cases = {
+      {1, 2, 2, 127, 64, 128, -1, 0},    {3, 6, 2, 128, 64, 128, 40, 0},   {1, 4, 2, 129, 64, 128, 100, 70},
+      {1, 2, 1, 255, 64, 128, 100, 5},   {3, 2, 2, 257, 64, 128, 40, 130}, {1, 6, 2, 257, 40, 24, 63, 70},
+      {1, 2, 2, 255, 64, 64, -1, 70},    {1, 2, 2, 129, 128, 64, 100, 0},  {3, 4, 2, 1, 40, 24, -1, 0},
+      {1, 2, 2, 257, 128, 128, 100, 70}, {1, 25, 5, 300, 64, 128, 160, 128},
+      // W % 32 in [15, 30]: a key tile wholly visible to a warp's first row tile but not to
+      // its second (the warp's mask decision must cover both).
+      {1, 2, 1, 300, 64, 128, 50, 0},    {3, 2, 2, 257, 64, 64, 90, 5}};
+  uint64_t seed = 9000;
+  int i = 0;
+  for (const Cfg& c : cases) check_case(c, DType::BF16, seed += 10, kNeeds[i++ % 6]);
+}
+
 // ---- decode ----
 
 struct DecodeCase {

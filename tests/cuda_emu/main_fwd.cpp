@@ -1,9 +1,10 @@
 // tests/cuda_emu driver: runs the emulated kernels/cuda/attention_mma_fwd.cu (mma_forward,
 // bf16 inputs) against kernels::cpu::attention_forward in f32 on the same bf16-rounded inputs.
 // Usage: emu_fwd MODE... (grid: every T x window x meta-token count; configs: every head-dim
-// pair x GQA x batch; edge: tile-exact and limit cases; quick: two mixed cases). EMU_CASE=i
-// runs only case i of each mode. Tolerances: out 2e-2 relative to max |out| (bf16 P and V),
-// lse 1e-3 absolute; any NaN fails (outputs start NaN, so an unwritten element fails).
+// pair x GQA x batch; edge: tile-exact and limit cases, 128-row query tiles; quick: two
+// mixed cases). EMU_CASE=i runs only case i of each mode. Tolerances: out 2e-2 relative to
+// max |out| (bf16 P and V), lse 1e-3 absolute; any NaN fails (outputs start NaN, so an
+// unwritten element fails).
 // Last line: "fwd: cases=N failures=F worst out_rel=.. lse_abs=..".
 #include <cstdio>
 #include <cstdlib>
@@ -61,10 +62,22 @@ static std::vector<C> cases_of(const std::string& mode) {
         }
   } else if (mode == "edge") {
     cs.push_back({1, 2, 1, 64, 72, 120, -1, 0, 0});    // tile-exact T, dims padded to 128
-    cs.push_back({1, 2, 2, 128, 8, 8, 64, 5, 0});      // smallest dims, T = 2 tiles, W = kBN
-    cs.push_back({1, 3, 1, 129, 128, 8, 63, 64, 0});   // M = kBN, W = kBN - 1
+    cs.push_back({1, 2, 2, 128, 8, 8, 64, 5, 0});      // smallest dims, T = 1 tile, W = 2 key tiles
+    cs.push_back({1, 3, 1, 129, 128, 8, 63, 64, 0});   // M = 2 key tiles, W = 2 key tiles - 1
     cs.push_back({1, 1, 1, 200, 64, 64, 1000, 0, 0});  // window longer than T
     cs.push_back({1, 1, 1, 200, 64, 64, -1, 500, 0});  // every key a meta key
+    // Two row tiles per warp: 128-row query tiles, 32-key tiles (all dims but 128 / 128).
+    cs.push_back({1, 2, 1, 127, 64, 128, -1, 0, 0});     // one tile, its last row past T
+    cs.push_back({1, 2, 2, 129, 64, 128, 100, 70, 0});   // window and meta end inside a tile
+    cs.push_back({2, 2, 1, 257, 64, 128, 40, 130, 0});   // warps of one block see disjoint keys
+    cs.push_back({1, 2, 2, 255, 40, 24, 63, 70, 0});     // padded dims, W = 2 key tiles - 1
+    cs.push_back({1, 1, 1, 257, 128, 64, 100, 5, 0});    // Q in registers, dk = 128
+    cs.push_back({1, 1, 1, 256, 64, 64, 160, 0, 0});     // tile-exact T
+    cs.push_back({1, 2, 2, 257, 128, 128, 100, 70, 0});  // the one-row-tile path at T = 2 tiles + 1
+    // W % 32 in [15, 30]: a key tile wholly visible to a warp's first row tile but not to its
+    // second (the warp's mask decision must cover both).
+    cs.push_back({1, 2, 1, 300, 64, 128, 50, 0, 0});
+    cs.push_back({1, 1, 1, 257, 64, 64, 90, 5, 0});
   } else if (mode == "quick") {
     cs.push_back({2, 6, 2, 300, 64, 128, 64, 130, 0});
     cs.push_back({1, 2, 2, 65, 128, 128, 0, 5, 0});

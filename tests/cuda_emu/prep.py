@@ -160,6 +160,9 @@ for ptx in ('mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3
         fail('kernels/cuda/mma.cuh: the PTX "%s" the emulator models is gone or changed (update attn/kernels/cuda/mma.cuh)' % ptx)
 if mm.count('asm volatile') != 6:
     fail('kernels/cuda/mma.cuh: %d asm statements, the emulator models 6' % mm.count('asm volatile'))
+# exp2_approx: the one non-volatile asm (a pure function), modelled in the mock as exp2 with ftz.
+if mm.count('asm(') != 1 or 'asm("ex2.approx.ftz.f32 %0, %1;\\n" : "=f"(y) : "f"(x));' not in mm:
+    fail('kernels/cuda/mma.cuh: expected exactly one non-volatile asm, exp2_approx\'s ex2.approx.ftz.f32 (update attn/kernels/cuda/mma.cuh)')
 pad = re.findall(r'^constexpr int kSmemPad = \d+;', mm, flags=re.M)
 helpers = re.findall(r'^__device__ __forceinline__ (?:const __nv_bfloat16\* (?:a_addr|b_addr_nk|b_addr_kn)|void c_to_a|float quad_(?:max|sum))\(.*?\n}\n',
                      mm, flags=re.M | re.S)

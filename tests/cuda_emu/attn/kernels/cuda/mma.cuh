@@ -63,6 +63,13 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { ldmatrix_impl(r
 inline uint32_t pack_bf16x2(float lo, float hi) {
   return uint32_t(hymba::bf16::from_float(lo)) | (uint32_t(hymba::bf16::from_float(hi)) << 16);
 }
+// ex2.approx.ftz.f32 (PTX ISA): 2^x with subnormal inputs and results flushed to zero (sign kept);
+// the hardware's result is within 2 ulp of this one.
+inline float exp2_approx(float x) {
+  if (std::fpclassify(x) == FP_SUBNORMAL) x = std::copysign(0.f, x);
+  const float y = std::exp2(x);
+  return std::fpclassify(y) == FP_SUBNORMAL ? std::copysign(0.f, y) : y;
+}
 // kSmemPad and the address / fragment / quad helpers, copied from the real mma.cuh by prep.py.
 #include "mma_addr.inc"
 // cp.async, modelled as asynchronous: at issue the destination becomes NaN (its content is
