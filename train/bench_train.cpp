@@ -296,6 +296,24 @@ std::string format_bench_train(const BenchTrainResult& r) {
   line("  step        batch %lld x seq %lld = %lld tokens, forward + backward + clip + AdamW%s", (long long)r.batch,
        (long long)r.seq_len, (long long)(r.batch * r.seq_len), r.recompute ? ", activation recomputation" : "");
   line("  data        %s", r.data.c_str());
+  // The op-family split, on either device (on CUDA from the synchronized second pass).
+  auto profile_table = [&] {
+    if (!r.families.empty()) {
+      const double total = r.profile_seconds;
+      o << "  time by op family (self time per step; kernels nest nothing, autograd = node work outside kernels)\n";
+      line("    %-16s %10s %7s %8s", "family", "ms/step", "%", "calls");
+      for (const auto& f : r.families)
+        line("    %-16s %10.2f %6.1f%% %8.0f", f.family.c_str(), f.self_seconds * 1e3 / double(r.steps),
+             100.0 * f.self_seconds / total, double(f.calls) / double(r.steps));
+      line("    %-16s %10.2f %6.1f%%", "untracked", r.untracked_seconds * 1e3 / double(r.steps),
+           100.0 * r.untracked_seconds / total);
+      o << "  top kernels\n";
+      for (size_t i = 0; i < r.kernels.size() && i < 12; ++i)
+        line("    %-28s %10.2f ms/step %6.1f%%  (%s)", r.kernels[i].name.c_str(),
+             r.kernels[i].self_seconds * 1e3 / double(r.steps), 100.0 * r.kernels[i].self_seconds / total,
+             profiler::family_of(r.kernels[i].name));
+    }
+  };
   if (r.on_cuda()) {
     line("  device      %s (%s), compute %s, fp32 master weights and AdamW moments", r.device.c_str(),
          r.device_name.c_str(), r.precision.c_str());
@@ -324,6 +342,7 @@ std::string format_bench_train(const BenchTrainResult& r) {
            s.gflops > 0 ? 100.0 * r.gflops / s.gflops : 0.0);
     }
     if (!r.profile_note.empty()) line("  profile     %s", r.profile_note.c_str());
+    profile_table();
     return o.str();
   }
   line("  threads     %d; %lld warm-up + %lld timed steps; last loss %.4f", r.threads, (long long)r.warmup,
@@ -338,21 +357,7 @@ std::string format_bench_train(const BenchTrainResult& r) {
          (long long)s.k, s.what.c_str(), s.gflops, s.gflops > 0 ? 100.0 * r.gflops / s.gflops : 0.0,
          i == 0 ? " (bar: >= 40%)" : "");
   }
-  if (!r.families.empty()) {
-    const double total = r.profile_seconds;
-    o << "  time by op family (self time per step; kernels nest nothing, autograd = node work outside kernels)\n";
-    line("    %-16s %10s %7s %8s", "family", "ms/step", "%", "calls");
-    for (const auto& f : r.families)
-      line("    %-16s %10.2f %6.1f%% %8.0f", f.family.c_str(), f.self_seconds * 1e3 / double(r.steps),
-           100.0 * f.self_seconds / total, double(f.calls) / double(r.steps));
-    line("    %-16s %10.2f %6.1f%%", "untracked", r.untracked_seconds * 1e3 / double(r.steps),
-         100.0 * r.untracked_seconds / total);
-    o << "  top kernels\n";
-    for (size_t i = 0; i < r.kernels.size() && i < 12; ++i)
-      line("    %-28s %10.2f ms/step %6.1f%%  (%s)", r.kernels[i].name.c_str(),
-           r.kernels[i].self_seconds * 1e3 / double(r.steps), 100.0 * r.kernels[i].self_seconds / total,
-           profiler::family_of(r.kernels[i].name));
-  }
+  profile_table();
   return o.str();
 }
 

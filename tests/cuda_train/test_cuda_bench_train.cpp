@@ -65,6 +65,7 @@ TEST(CudaBenchTrain, TinyHymbaBf16RunsOnTheGpu) {
   const std::string text = format_bench_train(r);
   EXPECT_NE(text.find("MFU"), std::string::npos) << text;
   EXPECT_NE(text.find("cuBLASLt"), std::string::npos) << text;
+  EXPECT_NE(text.find("time by op family"), std::string::npos) << text;  // the profile is printed on CUDA too
 }
 
 // fp32 on the same GPU computes the same step: its loss after the same steps on the same
