@@ -32,7 +32,8 @@ constexpr const char* kUsage =
     "  --seq L       tokens per row (default: the recipe's data.seq_len)\n"
     "  --set k=v     override a recipe key (repeatable), e.g. --set model.hidden_size=256\n"
     "  --recompute   activation recomputation per block (run.recompute)\n"
-    "  --no-profile  skip the op-family split (it reads the clock around every kernel)\n"
+    "  --no-profile  skip the op-family split (it reads the clock around every kernel; on CUDA a\n"
+    "                second pass over the steps, the device synchronized around every op)\n"
     "  --no-sgemm    skip the sgemm (CUDA: GEMM) baseline\n"
     "  --json        print the result as JSON instead of text\n";
 
