@@ -25,15 +25,20 @@ using View = std::function<Tensor(const Tensor&)>;
 const View kSame = [](const Tensor& t) { return t; };
 const View kT = [](const Tensor& t) { return t.transpose(-2, -1); };
 
-// Keeps TF32 off inside a test whatever the environment says, and restores it.
-class Tf32Guard {
+// Sets a process-wide matmul setting for a scope, whatever the environment says, and restores it.
+template <typename T, T (*Get)(), void (*Set)(T)> class SettingGuard {
  public:
-  explicit Tf32Guard(bool on) : prev_(kernels::cuda::allow_tf32()) { kernels::cuda::set_allow_tf32(on); }
-  ~Tf32Guard() { kernels::cuda::set_allow_tf32(prev_); }
+  explicit SettingGuard(T value) : prev_(Get()) { Set(value); }
+  ~SettingGuard() { Set(prev_); }
+  SettingGuard(const SettingGuard&) = delete;
+  SettingGuard& operator=(const SettingGuard&) = delete;
 
  private:
-  bool prev_;
+  T prev_;
 };
+// TF32 for f32 products; the padding threshold of 16-bit products (kernels/matmul.h).
+using Tf32Guard = SettingGuard<bool, kernels::cuda::allow_tf32, kernels::cuda::set_allow_tf32>;
+using PadGuard = SettingGuard<double, kernels::cuda::gemm_pad_min_mnk, kernels::cuda::set_gemm_pad_min_mnk>;
 
 std::string what(const Tensor& a, const Tensor& b, bool ta, bool tb, DType dt) {
   return std::string("matmul ") + dtype_name(dt) + " " + shape_str(a.shape()) + (ta ? "^T" : "") + " @ " +
@@ -172,16 +177,6 @@ TEST(CudaMatmul, OutAccumulatesAndIgnoresOldContentsAtBetaZero) {
   kernels::matmul_out(wide_r.slice(1, 0, 18, 2), a, b, false, false, 1.0, 0.0);
   EXPECT_CUDA_CLOSE(wide_g, wide_r, 1e-4, "matmul_out into every other column");
 }
-
-// Sets the padding threshold of 16-bit products (kernels/matmul.h) for a scope.
-class PadGuard {
- public:
-  explicit PadGuard(double mnk) : prev_(kernels::cuda::gemm_pad_min_mnk()) { kernels::cuda::set_gemm_pad_min_mnk(mnk); }
-  ~PadGuard() { kernels::cuda::set_gemm_pad_min_mnk(prev_); }
-
- private:
-  double prev_;
-};
 
 // Products with dimensions that are not multiples of 8, run on zero-padded copies (threshold
 // 0: every such bf16/f16 product) in every transpose combination, with beta 0 over a
