@@ -98,6 +98,8 @@ const char* family_of(const std::string& name) {
   if (contains(n, "softmax")) return "softmax";
   if (starts_with(n, "rope")) return "rope";
   if (starts_with(n, "adamw")) return "adamw";
+  // Tensor::copy_ and fill_: layout changes (contiguous, transposes), casts, device moves, zeroing.
+  if (n == "copy_" || n == "fill_") return "copy";
   // Element-wise maps and activations, and the reductions over them.
   static const char* const kElementwise[] = {"binary_out", "scalar_out", "unary_out", "unary_backward_out", "axpy_",
                                              "silu_", "sigmoid_", "softplus_", "swiglu_", "sum", "mean", "max"};

@@ -79,7 +79,7 @@ std::vector<Entry> snapshot();
 
 // The op family of a kernel (or autograd node) name: matmul, attention, selective scan,
 // conv1d, norm, elementwise, embedding, cross-entropy, softmax, rope, meta tokens, adamw,
-// autograd (node bookkeeping outside kernels) or other.
+// copy (Tensor::copy_ and fill_), autograd (node bookkeeping outside kernels) or other.
 const char* family_of(const std::string& name);
 
 struct FamilyEntry {

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "core/convert.h"
+#include "core/profiler.h"
 #include "core/strided.h"
 #ifdef HYMBA_WITH_CUDA
 #include "core/cuda_ops.h"
@@ -369,6 +370,9 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
     s = s.expand(shape());
   }
   if (numel() == 0) return *this;
+  // Copies outside kernels (layout changes, casts, moves) are a family of their own in
+  // `hymba bench train`'s profile; inside a kernel's scope they count as copy time, not its.
+  profiler::Scope scope("copy_");
   Device dd = device(), sd = s.device();
   if (dd.is_cpu() && sd.is_cpu()) {
     // A source sharing our storage in another layout (x.copy_(x.t()), shifted slices) would
@@ -419,6 +423,7 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
 const Tensor& Tensor::fill_(double value) const {
   check_raw_view("fill_");
   if (numel() == 0) return *this;
+  profiler::Scope scope("fill_");
   if (device().is_cuda()) {
 #ifdef HYMBA_WITH_CUDA
     cuda::fill(*this, value);

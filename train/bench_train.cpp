@@ -300,7 +300,7 @@ std::string format_bench_train(const BenchTrainResult& r) {
   auto profile_table = [&] {
     if (!r.families.empty()) {
       const double total = r.profile_seconds;
-      o << "  time by op family (self time per step; kernels nest nothing, autograd = node work outside kernels)\n";
+      o << "  time by op family (self time per step: a scope less the scopes inside it; autograd = node work outside kernels)\n";
       line("    %-16s %10s %7s %8s", "family", "ms/step", "%", "calls");
       for (const auto& f : r.families)
         line("    %-16s %10.2f %6.1f%% %8.0f", f.family.c_str(), f.self_seconds * 1e3 / double(r.steps),

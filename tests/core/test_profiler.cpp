@@ -138,6 +138,8 @@ TEST(Profiler, FamiliesOfKernelNames) {
       {"binary_out", "elementwise"},
       {"swiglu_packed_backward", "elementwise"},
       {"sum_of_squares", "elementwise"},
+      {"copy_", "copy"},
+      {"fill_", "copy"},
       {"LinearBackward", "autograd"},
       {"AccumulateGrad", "autograd"},
       {"something_new", "other"},
