@@ -99,6 +99,21 @@ inline ScanDims check_inputs(const char* op, bool seq, const Tensor& u, const Te
   return dm;
 }
 
+// The backward's own inputs: chunk, the output gradient (shaped and typed like u) and the
+// forward's chunk_states (B, D, ceil(L / chunk), N), whose dtype each backend checks (the CPU
+// saves them in u's dtype, CUDA in the fp32/f64 accumulation dtype). Returns ceil(L / chunk).
+inline int64_t check_backward(const char* op, const ScanDims& dm, const Tensor& dout, const Tensor& states,
+                              int64_t chunk, const Tensor& u, const Tensor& A) {
+  HYMBA_CHECK(chunk >= 1, op, ": chunk must be >= 1, got ", chunk);
+  HYMBA_CHECK(dout.defined(), op, ": the output gradient is undefined");
+  expect_shape(op, "the output gradient", dout, {dm.B, dm.D, dm.L}, u, A);
+  expect_like(op, "the output gradient", dout, u);
+  const int64_t nc = (dm.L + chunk - 1) / chunk;
+  HYMBA_CHECK(states.defined(), op, ": chunk_states is undefined");
+  expect_shape(op, "chunk_states", states, {dm.B, dm.D, nc, dm.N}, u, A);
+  return nc;
+}
+
 }  // namespace scan_check
 
 namespace cpu {

@@ -527,13 +527,7 @@ SelectiveScanGrads selective_scan_backward(const Tensor& dout_in, const Tensor& 
                                            bool delta_softplus, const Tensor& states_in, int64_t chunk) {
   const char* op = "selective_scan_backward";
   const ScanDims dm = check_inputs(op, true, u_in, delta_in, A_in, B_in, C_in, D_in, z_in, bias_in);
-  HYMBA_CHECK(chunk >= 1, op, ": chunk must be >= 1, got ", chunk);
-  HYMBA_CHECK(dout_in.defined(), op, ": the output gradient is undefined");
-  expect_shape(op, "the output gradient", dout_in, {dm.B, dm.D, dm.L}, u_in, A_in);
-  expect_like(op, "the output gradient", dout_in, u_in);
-  const int64_t nc = (dm.L + chunk - 1) / chunk;
-  HYMBA_CHECK(states_in.defined(), op, ": chunk_states is undefined");
-  expect_shape(op, "chunk_states", states_in, {dm.B, dm.D, nc, dm.N}, u_in, A_in);
+  const int64_t nc = scan_check::check_backward(op, dm, dout_in, states_in, chunk, u_in, A_in);
   expect_like(op, "chunk_states", states_in, u_in);
 
   const TensorOptions opts(u_in.dtype(), u_in.device());
