@@ -13,6 +13,7 @@
 #include "autograd/ops.h"
 #include "layers/inference_cache.h"
 #include "layers/model.h"
+#include "tests/tiny_models.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -30,24 +31,9 @@ double max_diff(const Vec& a, const Vec& b) {
   return worst;
 }
 
-// Tiny Hymba: a full-attention layer, then a KV group of two sliding-window layers (window 3,
-// so the ring of 4 slots wraps several times over 2 meta + 13 tokens), meta tokens, GQA.
-const char* kHymba = R"(
-vocab_size: 13
-hidden_size: 8
-num_layers: 3
-block: hybrid
-num_heads: 2
-num_kv_heads: 1
-head_dim: 4
-v_head_dim: 8
-ssm: {d_state: 3, d_conv: 4, expand: 2, dt_rank: 2, inner_layernorms: true}
-mlp: {intermediate_size: 6}
-num_meta_tokens: 2
-sliding_window: 3
-full_attention_layers: [0]
-kv_reuse_groups: [[1, 2]]
-)";
+// Tiny Hymba (tests/tiny_models.h): the ring of its window layers wraps over 2 meta + 13 tokens.
+const std::string kHymbaYaml = tiny_models::hymba3(13);
+const char* kHymba = kHymbaYaml.c_str();
 const char* kLlama = R"(
 vocab_size: 13
 hidden_size: 8

@@ -16,6 +16,7 @@
 #include "layers/hybrid_mixer.h"
 #include "layers/model.h"
 #include "layers/ssm_mixer.h"
+#include "tests/tiny_models.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -133,24 +134,10 @@ Vec ref_ssm(const SSMBranch& p, const Vec& x, const Vec& z, int64_t B, int64_t T
 
 // Hymba-like and small: 4 hybrid layers, GQA 2:1, dv = 2 dk, window 3 < T, 2 meta tokens,
 // full attention in layers 0 and 3, layers 1 -> 2 share k, v.
-const char* kTiny = R"(
-vocab_size: 11
-hidden_size: 8
-num_layers: 4
-block: hybrid
-num_heads: 2
-num_kv_heads: 1
-head_dim: 4
-v_head_dim: 8
-ssm: {d_state: 3, d_conv: 3, expand: 2, dt_rank: 2, inner_layernorms: true}
-mlp: {intermediate_size: 12}
-num_meta_tokens: 2
-sliding_window: 3
-full_attention_layers: [0, 3]
-kv_reuse_groups: [[1, 2]]
-rope: {theta: 100, type: ntk, max_position: 64, orig_max_position: 16}
-norm_eps: 1.0e-5
-)";
+const std::string kTinyYaml = std::string(tiny_models::kHybrid4) +
+                              "rope: {theta: 100, type: ntk, max_position: 64, orig_max_position: 16}\n"
+                              "norm_eps: 1.0e-5\n";
+const char* kTiny = kTinyYaml.c_str();
 
 // Randomizes every parameter (norm weights near 1) so no test passes on init symmetry, e.g.
 // dt_proj's zero bias or unit norm weights.

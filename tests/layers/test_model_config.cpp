@@ -8,6 +8,7 @@
 
 #include "layers/model.h"
 #include "layers/model_config.h"
+#include "tests/tiny_models.h"
 
 using namespace hymba;
 using ::testing::HasSubstr;
@@ -27,22 +28,7 @@ std::string user_error(F&& f) {
   return "";
 }
 
-const char* kSmallHybrid = R"(
-vocab_size: 11
-hidden_size: 8
-num_layers: 4
-block: hybrid
-num_heads: 2
-num_kv_heads: 1
-head_dim: 4
-v_head_dim: 8
-ssm: {d_state: 3, d_conv: 3, expand: 2, dt_rank: 2, inner_layernorms: true}
-mlp: {intermediate_size: 12}
-num_meta_tokens: 2
-sliding_window: 3
-full_attention_layers: [0, 3]
-kv_reuse_groups: [[1, 2]]
-)";
+const char* const kSmallHybrid = tiny_models::kHybrid4;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "autograd/ops.h"
 #include "layers/model.h"
 #include "train/generate.h"
+#include "tests/tiny_models.h"
 
 using namespace hymba;
 using namespace hymba::train;
@@ -98,22 +99,7 @@ TEST(Sampling, BadOptionsThrow) {
   EXPECT_THAT(msg(o), HasSubstr("max_new_tokens must be >= 0, got -2"));
 }
 
-const char* kHymba = R"(
-vocab_size: 17
-hidden_size: 8
-num_layers: 3
-block: hybrid
-num_heads: 2
-num_kv_heads: 1
-head_dim: 4
-v_head_dim: 8
-ssm: {d_state: 3, d_conv: 4, expand: 2, dt_rank: 2, inner_layernorms: true}
-mlp: {intermediate_size: 6}
-num_meta_tokens: 2
-sliding_window: 3
-full_attention_layers: [0]
-kv_reuse_groups: [[1, 2]]
-)";
+const std::string kHymba = tiny_models::hymba3(17);
 
 std::unique_ptr<Model> tiny_model() {
   auto m = std::make_unique<Model>(parse_model_config_string(kHymba), 5);
