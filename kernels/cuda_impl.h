@@ -12,8 +12,9 @@
 // that are multiples of 8 up to 128; other inputs go to the wmma kernels whatever the choice.
 //
 // Defaults: the fast kernels (they have passed the CUDA tests on an H100). Environment (read once, on
-// first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma; any other
-// value is an error naming the variable. Both kernels of a family honour the same contract
+// first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma,
+// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4; any other value is an error naming the
+// variable. Both kernels of a family honour the same contract
 // (kernels/selective_scan.h, kernels/attention.h), including the layout of the scan's
 // chunk_states, so a forward run with one and a backward with the other is still correct.
 #pragma once
@@ -33,13 +34,26 @@ enum class AttentionImpl {
   Mma,   // kernels/cuda/attention_mma_{fwd,bwd}.cu: mma.sync, fragments in registers (bf16)
 };
 
+// The blocked scan's forward shape (kernels/cuda/selective_scan_blocked.cu, FwdShape): steps
+// per lane, states a warp walks at once, blocks per SM. The same scan up to rounding (the
+// time chunks of the lanes differ); only the speed differs, which is why the choice exists:
+// bench_gpu times all three, so a GPU run tells which to make the default.
+enum class ScanForward {
+  Steps16,        // 16 steps per lane, one state at a time, 3 blocks per SM (measured)
+  Steps8States2,  // 8 steps per lane, two states at once (interleaved chains and scans)
+  Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
+};
+
 ScanImpl scan_impl();
 void set_scan_impl(ScanImpl impl);
 AttentionImpl attention_impl();
 void set_attention_impl(AttentionImpl impl);
+ScanForward scan_forward();
+void set_scan_forward(ScanForward shape);
 
 const char* impl_name(ScanImpl impl);
 const char* impl_name(AttentionImpl impl);
+const char* impl_name(ScanForward shape);
 
 // Sets an implementation for the lifetime of a scope (tests and benchmarks run both).
 template <typename Impl> class ImplGuard {
@@ -52,10 +66,12 @@ template <typename Impl> class ImplGuard {
  private:
   static Impl get() {
     if constexpr (std::is_same_v<Impl, ScanImpl>) return scan_impl();
+    else if constexpr (std::is_same_v<Impl, ScanForward>) return scan_forward();
     else return attention_impl();
   }
   static void set(Impl impl) {
     if constexpr (std::is_same_v<Impl, ScanImpl>) set_scan_impl(impl);
+    else if constexpr (std::is_same_v<Impl, ScanForward>) set_scan_forward(impl);
     else set_attention_impl(impl);
   }
   Impl saved_;

@@ -550,18 +550,30 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     const KC::ImplGuard<KC::ScanImpl> use(impl);
     const std::string tag = std::string(" [") + KC::impl_name(impl) + "]";
     const bool check = impl != KC::ScanImpl::Sequential;
-    b.run("selective_scan fwd" + tag, shape, dt, [&](Row& r) {
-      Inputs in = make();
-      memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
-        K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+    // The blocked forward in each of its shapes (kernels/cuda_impl.h, ScanForward): the
+    // default keeps the plain [blocked] tag, the others are timed to pick the next default.
+    std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16};
+    if (check) shapes = {KC::ScanForward::Steps16, KC::ScanForward::Steps8States2, KC::ScanForward::Steps8Blocks4};
+    for (const KC::ScanForward fwd_shape : shapes) {
+      const KC::ImplGuard<KC::ScanForward> use_shape(fwd_shape);
+      const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16
+                                      ? tag
+                                      : std::string(" [blocked ") + KC::impl_name(fwd_shape) + "]";
+      b.run("selective_scan fwd" + fwd_tag, shape, dt, [&](Row& r) {
+        Inputs in = make();
+        memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
+          K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+        });
+        if (check && r.ours_ms) {
+          Tensor out =
+              std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
+          const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
+          Tensor want =
+              std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
+          compare(b, r, "out", out, want, tol);
+        }
       });
-      if (check && r.ours_ms) {
-        Tensor out = std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
-        const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
-        Tensor want = std::get<0>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true));
-        compare(b, r, "out", out, want, tol);
-      }
-    });
+    }
     b.run("selective_scan fwd+bwd" + tag, shape, dt, [&](Row& r) {
       Inputs in = make();
       Tensor dout = randn_gpu({B, D, L}, dt, 27);

@@ -5,7 +5,8 @@
 // A block holds the channels d0 .. d0 + kR - 1 of one batch row b, one warp per channel (the
 // warps of channels past D, in the block that holds the tail D % kR, only help with the shared
 // loads and sums). The block walks the sequence in time chunks of 32 * kItems steps
-// (kItems = 16 forward: 512 steps, 8 backward: 256), chunk after chunk; lane k of a warp holds
+// (kItems = 16 forward by default, 512 steps, or 8 (FwdShape); 8 backward: 256), chunk after
+// chunk; lane k of a warp holds
 // steps [k * kItems, (k + 1) * kItems) of the chunk of its channel in registers. The
 // recurrence h_t = a_t h_{t-1} + b_t is the composition of the affine maps h -> a_t h + b_t,
 // an associative operation on pairs, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2). Per state
@@ -42,7 +43,7 @@
 // are kept short: the decay factors are one MUFU.EX2 each (fast_exp2), everything that does
 // not depend on n (dt u, the skip term D u) is computed once per time chunk, the forward
 // stores a saved state once per lane after its walk when the save interval is a multiple of
-// kFwdItems (the usual case; otherwise each step checks), and the index arithmetic of the
+// its steps per lane (the usual case; otherwise each step checks), and the index arithmetic of the
 // tile fills and the dB/dC sums is per thread rather than per element.
 //
 // Shared-memory hazards: the comment at each buffer names the barriers (block or warp) that
@@ -55,8 +56,10 @@
 #include "kernels/cuda/selective_scan_blocked.h"
 
 #include <initializer_list>
+#include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda_impl.h"
 
 namespace hymba::kernels::cuda::scan_blocked {
 namespace {
@@ -66,18 +69,29 @@ constexpr int kThreads = 32 * kR;
 // Consecutive steps per lane. The backward keeps six per-step arrays across the states and
 // four more per state: at 16 steps it would need over 255 registers, at 8 it fits the 170
 // that __launch_bounds__(kThreads, 3) leaves (3 blocks of 128 threads per SM). ptxas -v
-// (CUDA 13, f32 and bf16, no spills): sm_90 forward 162 registers, backward 168 (at the cap:
-// holding a state's B and C items across its scans, or two states at once forward, spills);
-// sm_80 forward 160-161, backward 195-200 (2 blocks per SM, see kBwdBlocksPerSM). A cap of
-// 128 (4 blocks per SM) makes the forward spill. Multiples of 8, so that a 16-byte vector of
-// bf16 stays within one lane's items.
-constexpr int kFwdItems = 16;
+// (CUDA 13, f32 and bf16, no spills): sm_90 forward 162 registers at 16 steps (two states at
+// once there spill), 142-148 at 8 steps with two states, 122-124 at 8 steps capped for 4
+// blocks per SM; backward 168 (at the cap: holding a state's B and C items across its scans
+// spills); sm_80 forward 160-161 / 139-141 / 115-116, backward 195-200 (2 blocks per SM, see
+// kBwdBlocksPerSM). Multiples of 8, so that a 16-byte vector of bf16 stays within one lane's
+// items.
 constexpr int kBwdItems = 8;
-static_assert(kFwdItems % 8 == 0 && kBwdItems % 8 == 0);
+static_assert(kBwdItems % 8 == 0);
+// The forward's shapes (ScanForward, kernels/cuda_impl.h): steps per lane, states a
+// warp walks at once (their FMA chains and warp scans interleave), and the blocks per SM the
+// register cap is sized for. Default: 16 steps, one state, 3 blocks (the one measured: issue
+// bound at 12 warps per SM, bench/RESULTS.md); the other two trade more scan work per step
+// (8 steps per lane) for more independent work per warp or more warps per SM.
+template <int kItems_, int kStates_, int kBlocksPerSM_> struct FwdShape {
+  static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_;
+  static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2));
+};
+using FwdSteps16 = FwdShape<16, 1, 3>;
+using FwdSteps8States2 = FwdShape<8, 2, 3>;
+using FwdSteps8Blocks4 = FwdShape<8, 1, 4>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
 // backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
 // is that of 2 blocks (no spills; 3 would spill, for nothing).
-constexpr int kFwdBlocksPerSM = 3;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int kBwdBlocksPerSM = 2;
 #else
@@ -338,11 +352,13 @@ template <typename T> __device__ __forceinline__ BlockChannels block_channels(co
 }
 
 // Forward shared memory: the B and C tiles of a state group, then the warps' carries.
-size_t forward_smem(int64_t N) { return size_t(2 * kFwdGroup * kTileRow<kFwdItems>) * 4 + size_t(kR * N) * 4; }
+template <int kItems> size_t forward_smem(int64_t N) {
+  return size_t(2 * kFwdGroup * kTileRow<kItems>) * 4 + size_t(kR * N) * 4;
+}
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, kFwdBlocksPerSM) forward_kernel(Params<T> p) {
-  constexpr int kItems = kFwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
+template <typename T, typename Shape>
+__global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(Params<T> p) {
+  constexpr int kItems = Shape::kItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const BlockChannels bc = block_channels(p);
   const int64_t b = bc.b, d = bc.d0 + warp, L = p.L;
@@ -405,45 +421,70 @@ __global__ void __launch_bounds__(kThreads, kFwdBlocksPerSM) forward_kernel(Para
       fill_tile<kItems, kFwdBatch, kFwdGroup>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
       __syncthreads();  // F2
       if (!active) continue;
-      for (int j = 0; j < gn; ++j) {
-        const int n = g0 + j;
-        const float A2 = to_f32(A_d[n]) * kLog2e;
-        float a[kItems], bb[kItems];
-        Pair agg{1.f, 0.f};
+      // States g0 + j .. g0 + j + kS - 1, walked together.
+      auto walk = [&](auto states_at_once, int j) {
+        constexpr int kS = decltype(states_at_once)::value;
+        const int n0 = g0 + j;
+        float a[kS][kItems], bb[kS][kItems];
+        Pair pre[kS], total[kS];
         {
-          float Bv[kItems];
-          tile_items<kItems>(Bs + j * kRow, lane, Bv);
+          float A2[kS], Bv[kS][kItems];
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            a[i] = fast_exp2(dt[i] * A2);
-            bb[i] = dtu[i] * Bv[i];
-            agg = {agg.a * a[i], a[i] * agg.b + bb[i]};
+          for (int k = 0; k < kS; ++k) {
+            A2[k] = to_f32(A_d[n0 + k]) * kLog2e;
+            tile_items<kItems>(Bs + (j + k) * kRow, lane, Bv[k]);
+            pre[k] = {1.f, 0.f};
           }
+#pragma unroll
+          for (int i = 0; i < kItems; ++i)
+#pragma unroll
+            for (int k = 0; k < kS; ++k) {
+              a[k][i] = fast_exp2(dt[i] * A2[k]);
+              bb[k][i] = dtu[i] * Bv[k][i];
+              pre[k] = {pre[k].a * a[k][i], a[k][i] * pre[k].b + bb[k][i]};
+            }
         }
-        const float h_in = carry[n];
-        Pair total[1], pre[1] = {agg};
+        float h_in[kS];
+#pragma unroll
+        for (int k = 0; k < kS; ++k) h_in[k] = carry[n0 + k];
         warp_scans<0u>(pre, total);
-        __syncwarp();  // carry[n]: every lane has read it
-        if (lane == 0) carry[n] = total[0].a * h_in + total[0].b;
-        float Cv[kItems];
-        tile_items<kItems>(Cs + j * kRow, lane, Cv);
-        float h = pre[0].a * h_in + pre[0].b;
+        __syncwarp();  // carry: every lane has read it
+        if (lane == 0) {
+#pragma unroll
+          for (int k = 0; k < kS; ++k) carry[n0 + k] = total[k].a * h_in[k] + total[k].b;
+        }
+        float Cv[kS][kItems], h[kS];
+#pragma unroll
+        for (int k = 0; k < kS; ++k) {
+          tile_items<kItems>(Cs + (j + k) * kRow, lane, Cv[k]);
+          h[k] = pre[k].a * h_in[k] + pre[k].b;
+        }
         if (lane_saves) {
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            h = a[i] * h + bb[i];
-            y[i] += Cv[i] * h;
+          for (int i = 0; i < kItems; ++i)
+#pragma unroll
+            for (int k = 0; k < kS; ++k) {
+              h[k] = a[k][i] * h[k] + bb[k][i];
+              y[i] += Cv[k][i] * h[k];
+            }
+          if (lane_save) {
+#pragma unroll
+            for (int k = 0; k < kS; ++k) lane_save[n0 + k] = h[k];
           }
-          if (lane_save) lane_save[n] = h;
         } else {
 #pragma unroll
-          for (int i = 0; i < kItems; ++i) {
-            h = a[i] * h + bb[i];
-            y[i] += Cv[i] * h;
-            if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n] = h;
-          }
+          for (int i = 0; i < kItems; ++i)
+#pragma unroll
+            for (int k = 0; k < kS; ++k) {
+              h[k] = a[k][i] * h[k] + bb[k][i];
+              y[i] += Cv[k][i] * h[k];
+              if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n0 + k] = h[k];
+            }
         }
-      }
+      };
+      int j = 0;
+      for (; j + Shape::kStates <= gn; j += Shape::kStates) walk(std::integral_constant<int, Shape::kStates>{}, j);
+      if (j < gn) walk(std::integral_constant<int, 1>{}, j);  // an odd state left over (kStates = 2)
     }
 
     if (active) {
@@ -775,11 +816,19 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
     p.last = ptr_of<T>(last);
     p.states = ptr_of<float>(states);
     p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.out});
-    const size_t smem = forward_smem(N);
-    allow_smem(forward_kernel<T>, smem, op);
-    forward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
-    HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
-                            " bytes of shared memory");
+    auto launch = [&](auto shape) {
+      using Shape = decltype(shape);
+      const size_t smem = forward_smem<Shape::kItems>(N);
+      allow_smem(forward_kernel<T, Shape>, smem, op);
+      forward_kernel<T, Shape><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
+      HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
+                              " bytes of shared memory, forward shape ", impl_name(scan_forward()));
+    };
+    switch (scan_forward()) {
+      case ScanForward::Steps16: launch(FwdSteps16{}); break;
+      case ScanForward::Steps8States2: launch(FwdSteps8States2{}); break;
+      case ScanForward::Steps8Blocks4: launch(FwdSteps8Blocks4{}); break;
+    }
   });
   return {out, last, states};
 }

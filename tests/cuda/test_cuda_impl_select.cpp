@@ -40,6 +40,11 @@ TEST(CudaImplSelect, DefaultsAreTheFastKernels) {
   if (std::getenv("HYMBA_CUDA_ATTENTION") == nullptr) {
     EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
   }
+  if (std::getenv("HYMBA_CUDA_SCAN_FORWARD") == nullptr) {
+    EXPECT_EQ(scan_forward(), ScanForward::Steps16);
+  }
+  const ImplGuard<ScanForward> shape(ScanForward::Steps8Blocks4);
+  EXPECT_EQ(scan_forward(), ScanForward::Steps8Blocks4);
 }
 
 TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
@@ -47,6 +52,9 @@ TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
   EXPECT_EQ(std::string(impl_name(ScanImpl::Blocked)), "blocked");
   EXPECT_EQ(std::string(impl_name(AttentionImpl::Wmma)), "wmma");
   EXPECT_EQ(std::string(impl_name(AttentionImpl::Mma)), "mma");
+  EXPECT_EQ(std::string(impl_name(ScanForward::Steps16)), "steps16");
+  EXPECT_EQ(std::string(impl_name(ScanForward::Steps8States2)), "steps8x2");
+  EXPECT_EQ(std::string(impl_name(ScanForward::Steps8Blocks4)), "steps8b4");
 }
 
 }  // namespace

@@ -37,6 +37,7 @@ namespace {
 using ::testing::HasSubstr;
 
 using kernels::cuda::ImplGuard;
+using kernels::cuda::ScanForward;
 using kernels::cuda::ScanImpl;
 using kernels::cuda::impl_name;
 
@@ -423,6 +424,26 @@ Tensor misaligned_copy(const Tensor& t) {
   Tensor v = flat.narrow(0, 1, t.numel()).view(t.shape());
   v.copy_(t);
   return v;
+}
+
+// The blocked forward's three shapes (kernels/cuda_impl.h, ScanForward): 8 steps per lane
+// (256-step chunks), two states at once (odd N leaves one to walk alone), 4 blocks per SM.
+// Save intervals below, at and above 8 steps; L ending inside, at and past a lane; bf16.
+TEST(CudaSelectiveScan, BlockedForwardShapes) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  uint64_t seed = 1500;
+  for (ScanForward shape : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4}) {
+    SCOPED_TRACE(impl_name(shape));
+    ImplGuard<ScanForward> fwd(shape);
+    check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);
+    check_case({1, 5, 17, 600, true, true, true, true}, DType::F32, seed++);
+    check_case({2, 3, 3, 257, true, false, true, true, 4}, DType::F32, seed++);
+    check_case({1, 3, 5, 528, true, true, true, true, 8}, DType::F32, seed++);
+    check_case({1, 2, 40, 300, true, true, false, true, 16}, DType::F32, seed++);
+    check_case({1, 4, 1, 7, false, false, false, false}, DType::F32, seed++);
+    check_case({2, 3, 16, 600, true, true, true, true}, DType::BF16, seed++);
+  }
 }
 
 TEST(CudaSelectiveScan, BlockedMisalignedRows) {
