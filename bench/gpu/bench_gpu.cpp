@@ -459,18 +459,28 @@ void bench_fused(Bench& b, const Sizes& s, DType dt) {
   const int64_t rows = s.tokens(), d = s.d_model, h = s.d_mlp, v = s.vocab;
   const double es = double(dtype_size(dt));
 
-  b.run("rms_norm fwd", dims({rows, d}), dt, [&](Row& r) {
-    Tensor x = randn_gpu({rows, d}, dt, 3), w = randn_gpu({d}, dt, 4, 1.0, 0.1);
-    memory_bound(b, r, rms_norm_fwd_bytes(rows, d, es), [&] { K::rms_norm_forward(x, w, 1e-6); });
-  });
-  b.run("rms_norm bwd", dims({rows, d}), dt, [&](Row& r) {
-    Tensor x = randn_gpu({rows, d}, dt, 3), w = randn_gpu({d}, dt, 4, 1.0, 0.1), dy = randn_gpu({rows, d}, dt, 5);
-    Tensor rstd;
-    memory_bound(b, r, rms_norm_bwd_bytes(rows, d, es), [&] {
-      if (!rstd.defined()) rstd = std::get<1>(K::rms_norm_forward(x, w, 1e-6));
-      K::rms_norm_backward(dy, x, w, rstd);
+  // The hidden-size norms, then the SSM's inner norms on B / C (d_state wide) and on dt
+  // (dt_rank = hidden / 16 wide): narrow rows, which the Hymba-125M profile showed taking most
+  // of the norm time (bench/RESULTS.md).
+  const struct {
+    const char* tag;
+    int64_t width;
+  } norms[] = {{"", d}, {", inner B/C", s.d_state}, {", inner dt", d / 16}};
+  for (const auto& n : norms) {
+    const int64_t nd = n.width;
+    b.run(std::string("rms_norm fwd") + n.tag, dims({rows, nd}), dt, [&](Row& r) {
+      Tensor x = randn_gpu({rows, nd}, dt, 3), w = randn_gpu({nd}, dt, 4, 1.0, 0.1);
+      memory_bound(b, r, rms_norm_fwd_bytes(rows, nd, es), [&] { K::rms_norm_forward(x, w, 1e-6); });
     });
-  });
+    b.run(std::string("rms_norm bwd") + n.tag, dims({rows, nd}), dt, [&](Row& r) {
+      Tensor x = randn_gpu({rows, nd}, dt, 3), w = randn_gpu({nd}, dt, 4, 1.0, 0.1), dy = randn_gpu({rows, nd}, dt, 5);
+      Tensor rstd;
+      memory_bound(b, r, rms_norm_bwd_bytes(rows, nd, es), [&] {
+        if (!rstd.defined()) rstd = std::get<1>(K::rms_norm_forward(x, w, 1e-6));
+        K::rms_norm_backward(dy, x, w, rstd);
+      });
+    });
+  }
   b.run("swiglu fwd", dims({rows, h}), dt, [&](Row& r) {
     Tensor g = randn_gpu({rows, h}, dt, 6), u = randn_gpu({rows, h}, dt, 7);
     memory_bound(b, r, swiglu_fwd_bytes(rows, h, es), [&] { K::swiglu_forward(g, u); });
