@@ -67,6 +67,15 @@ inline Shape stats_shape(const Tensor& targets) {
 // stats' dtype: f64 for f64 logits, f32 otherwise.
 inline DType stat_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
+// Allocates what every cross-entropy forward returns, on logits' device: out.stats (stat_dtype)
+// and out.loss in `loss_dtype` (targets' shape for None, 0-dim otherwise).
+inline void allocate_loss_outputs(CrossEntropyForward& out, const Tensor& logits, const Tensor& targets,
+                                  LossReduction reduction, DType loss_dtype) {
+  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits.dtype()), logits.device()));
+  const TensorOptions lopts(loss_dtype, logits.device());
+  out.loss = reduction == LossReduction::None ? empty(targets.shape(), lopts) : empty({}, lopts);
+}
+
 template <typename CheckFloat>
 void check_backward(const char* op, const Tensor& dy, const Tensor& y, CheckFloat&& check_float) {
   check_float(op, "output", y);

@@ -210,7 +210,6 @@ void check_backward(const char* op, const Tensor& dy, const Tensor& y) {
 }
 
 using softmax_check::stat_dtype;
-using softmax_check::stats_shape;
 
 // Checks logits (..., V) against targets (...); returns (rows, V).
 std::pair<int64_t, int64_t> check_xent(const char* op, const Tensor& logits, const Tensor& targets) {
@@ -253,10 +252,8 @@ CrossEntropyForwardBackward xent_rows(const char* op, const Tensor& logits_in, c
   CrossEntropyForwardBackward out;
   // The count comes first: Mean's 1/count scales dlogits as they are written.
   out.count = read_targets(op, targets, v, ignore_index, tg);
-  const TensorOptions opts(logits_in.dtype(), logits_in.device());
-  out.stats = empty(stats_shape(targets), TensorOptions(stat_dtype(logits_in.dtype()), logits_in.device()));
-  out.loss = reduction == LossReduction::None ? empty(targets.shape(), opts) : empty({}, opts);
-  if (with_grad) out.dlogits = empty(logits_in.shape(), opts);
+  softmax_check::allocate_loss_outputs(out, logits_in, targets, reduction, logits_in.dtype());
+  if (with_grad) out.dlogits = empty(logits_in.shape(), TensorOptions(logits_in.dtype(), logits_in.device()));
   const double scale =
       grad_scale * (reduction == LossReduction::Mean ? (out.count > 0 ? 1.0 / double(out.count) : 0.0) : 1.0);
   std::vector<double> row_loss(size_t(rows), 0.0);

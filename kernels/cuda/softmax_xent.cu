@@ -412,7 +412,6 @@ Tensor softmax_backward_rows(const char* op, const Tensor& dy, const Tensor& y, 
 }
 
 using softmax_check::stat_dtype;
-using softmax_check::stats_shape;
 
 // Checks logits (..., V) against targets (...); returns (rows, V).
 std::pair<int64_t, int64_t> check_xent(const char* op, const Tensor& logits, const Tensor& targets) {
@@ -463,10 +462,8 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits_in, const Tensor&
   auto [rows, v] = check_xent(op, logits_in, targets);
   hymba::cuda::DeviceGuard guard(logits_in.device().index);
   const Device dev = logits_in.device();
-  const TensorOptions sopts(stat_dtype(logits_in.dtype()), dev);
   CrossEntropyForward out;
-  out.stats = empty(stats_shape(targets), sopts);
-  out.loss = reduction == LossReduction::None ? empty(targets.shape(), sopts) : empty({}, sopts);
+  softmax_check::allocate_loss_outputs(out, logits_in, targets, reduction, stat_dtype(logits_in.dtype()));
   if (rows == 0) {
     if (reduction != LossReduction::None) out.loss.zero_();
     return out;
@@ -531,10 +528,8 @@ CrossEntropyForwardBackward cross_entropy_forward_backward(const Tensor& logits_
   auto [rows, v] = check_xent(op, logits_in, targets);
   hymba::cuda::DeviceGuard guard(logits_in.device().index);
   const Device dev = logits_in.device();
-  const TensorOptions sopts(stat_dtype(logits_in.dtype()), dev);
   CrossEntropyForwardBackward out;
-  out.stats = empty(stats_shape(targets), sopts);
-  out.loss = reduction == LossReduction::None ? empty(targets.shape(), sopts) : empty({}, sopts);
+  softmax_check::allocate_loss_outputs(out, logits_in, targets, reduction, stat_dtype(logits_in.dtype()));
   out.dlogits = empty(logits_in.shape(), TensorOptions(logits_in.dtype(), dev));
   if (rows == 0) {
     if (reduction != LossReduction::None) out.loss.zero_();
