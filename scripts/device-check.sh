@@ -15,6 +15,9 @@
 #              test_cuda cases FILTER selects, e.g. 'CudaAttention.MmaShapesBF16:CudaSelectiveScan.*')
 #            --profile (after bench_gpu: Nsight Compute's speed-of-light, occupancy, memory and
 #              warp-state sections of the fast scan and attention kernels at Hymba-1.5B sizes)
+#            --source-profile (after that: per-SASS-instruction samples and stall reasons of the
+#              f32 blocked scan forward and backward, and of the forward's other shapes, into
+#              scan-source.txt)
 #
 # Steps: env (nvidia-smi, nvcc, cmake, compiler), nccl (nccl.h and libnccl in the CUDA
 # toolkit, else NCCL_ROOT, else the pip wheel nvidia-nccl-cu13), bundle (unpack), configure
@@ -43,6 +46,7 @@ BENCH=1
 TRAIN=1
 SANITIZE=""
 PROFILE=0
+SOURCE_PROFILE=0
 BENCH_ARGS=()
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
     --no-train) TRAIN=0 ;;
     --sanitize) SANITIZE=${2:?--sanitize needs a gtest filter of test_cuda cases}; shift ;;
     --profile) PROFILE=1 ;;
+    --source-profile) SOURCE_PROFILE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "device-check: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -76,7 +81,8 @@ TESTS_LOG=$OUTDIR/tests.log
 TRAIN_LOG=$OUTDIR/train_gpu.log
 BENCH_LOG=$OUTDIR/bench_gpu.log
 PROFILE_LOG=$OUTDIR/profile.log
-for f in "$MAIN_LOG" "$BUILD_LOG" "$TESTS_LOG" "$TRAIN_LOG" "$BENCH_LOG" "$PROFILE_LOG"; do : >"$f"; done
+SOURCE_LOG=$OUTDIR/scan-source.txt
+for f in "$MAIN_LOG" "$BUILD_LOG" "$TESTS_LOG" "$TRAIN_LOG" "$BENCH_LOG" "$PROFILE_LOG" "$SOURCE_LOG"; do : >"$f"; done
 exec > >(tee -a "$MAIN_LOG") 2>&1
 TEE_PID=$!
 
@@ -411,7 +417,7 @@ if [ "$BENCH" -eq 1 ]; then
   if usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
     # bench_gpu skips the cases that would start past its own budget, leaving time to report
     # (and to profile, when asked).
-    reserve=$((PROFILE == 1 ? 90 : 10))
+    reserve=$((10 + (PROFILE == 1 ? 80 : 0) + (SOURCE_PROFILE == 1 ? 60 : 0)))
     budget=$(($(remaining) - 20 - reserve))
     [ "$budget" -lt 10 ] && budget=10
     run_step bench_gpu 300 "$reserve" "tee:$BENCH_LOG" "$ROOT/$BUILD/bench/bench_gpu" --max-seconds "$budget" \
@@ -443,6 +449,36 @@ if [ "$PROFILE" -eq 1 ]; then
   else
     say "profile: ncu or bench_gpu missing"
     record profile "not run" 0
+  fi
+fi
+
+# ---- source profile: where the scan kernels' issue slots and stalls go, per SASS instruction ----
+# One launch each (warm-up launches skipped); the SASS listing with the sampled stall reasons
+# per instruction is what says which dependency chains the warps wait on.
+source_profile() {
+  local bench=$ROOT/$BUILD/bench/bench_gpu
+  local -a common=(--clock-control none --section SourceCounters --section WarpStateStats --page source
+    --print-source sass --csv)
+  local k
+  for k in forward backward; do
+    echo "==== selective scan [blocked] f32: ${k}_kernel"
+    ncu "${common[@]}" -k "regex:^${k}_kernel" --launch-skip 2 --launch-count 1 \
+      "$bench" --filter 'selective_scan fwd+bwd [blocked]' --reps 2 || return 1
+  done
+  local shape
+  for shape in steps8x2 steps8b4; do
+    echo "==== selective scan [blocked $shape] f32: forward_kernel"
+    ncu "${common[@]}" -k 'regex:^forward_kernel' --launch-skip 2 --launch-count 1 \
+      "$bench" --filter "selective_scan fwd [blocked $shape]" --reps 2 || return 1
+  done
+}
+if [ "$SOURCE_PROFILE" -eq 1 ]; then
+  if command -v ncu >/dev/null && usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
+    export -f source_profile
+    run_step source_profile 120 5 "file:$SOURCE_LOG" bash -c source_profile || true
+  else
+    say "source_profile: ncu or bench_gpu missing"
+    record source_profile "not run" 0
   fi
 fi
 

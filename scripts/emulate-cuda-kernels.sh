@@ -62,7 +62,7 @@ FLAGS="-std=c++20 -O2 -g -fsanitize=address -fno-omit-frame-pointer -I$EMU -I$BU
     case $k in
       fwd) src=attention_mma_fwd; inc="-I$EMU/attn" ;;
       bwd) src=attention_mma_bwd; inc="-I$EMU/attn" ;;
-      scan) src=selective_scan_blocked; inc="-I$EMU/scan" ;;
+      scan) src=selective_scan_blocked; inc="-I$EMU/scan -I$EMU/attn" ;;  # attn/: mma.cuh (cp.async)
     esac
     echo "build $k/kernel.o: cc $BUILD/emu-src/$src.cpp"
     echo "  inc = $inc"

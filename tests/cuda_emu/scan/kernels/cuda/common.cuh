@@ -51,4 +51,5 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 template <typename K> inline int cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return 0; }
 #define HYMBA_CUDA_CHECK(...) do {} while (0)
 #define HYMBA_CUDA_CHECK_LAUNCH(...) do {} while (0)
-inline void emu_cp_async_check_drained() {}
+// emu_cp_async_check_drained: from attn/kernels/cuda/mma.cuh, the cp.async model the scan's
+// slots use (scripts/emulate-cuda-kernels.sh puts attn/ on the scan's include path).
