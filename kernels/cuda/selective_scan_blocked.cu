@@ -103,7 +103,7 @@ constexpr int kBwdBlocksPerSM = 3;
 // 2 x kR x 4 x 384 of dB/dC terms (48 KiB), + 48 N bytes (61 KiB at N = 16, opted in). With
 // the register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward
 // fits 2 on an A100 (164 KiB of shared memory per SM).
-constexpr int kFwdGroup = 8;
+constexpr int kFwdGroup = 4;
 constexpr int kBwdGroup = 4;
 // Tile vectors in flight per thread (fill_tile, at most the vectors a thread has): a group's
 // f32 tile is 8 vectors per thread forward, 2 backward. More costs registers the per-state
@@ -206,6 +206,67 @@ __device__ __forceinline__ void store_tile_items(float* __restrict__ row, int la
 #pragma unroll
   for (int v = 0; v < kItems / 4; ++v) p[v] = make_float4(x[4 * v], x[4 * v + 1], x[4 * v + 2], x[4 * v + 3]);
 }
+
+// ---- the tiles of the next state group, copied while the current one is computed ----
+// With aligned rows (Params::vec) the B and C tiles of the next state group (or of the first
+// group of the next time chunk) are copied with cp.async while the warps work on the current
+// group, so that no warp waits for global memory at the group's barrier (the synchronous
+// fills were a fifth of the forward's and backward's stall samples). f32 rows land in the
+// float tiles directly, which are double-buffered; bf16 rows land in a staging area and are
+// widened into the (single) float tile after the barrier that starts the group, behind a
+// second barrier, so the per-state loops read floats either way. Without aligned rows the
+// group is filled synchronously between two barriers (fill_tile), as before.
+template <typename T, int kItems, int kGroup> struct TileBuf {
+  static constexpr bool kDirect = sizeof(T) == sizeof(float);
+  static constexpr int kSteps = 32 * kItems, kRow = kTileRow<kItems>, kBufs = kDirect ? 2 : 1;
+  static constexpr size_t bytes() {
+    return size_t(kBufs * 2 * kGroup * kRow) * 4 + (kDirect ? 0 : size_t(2 * kGroup * kSteps) * sizeof(T));
+  }
+  float* tiles;  // kBufs x (B, C) x kGroup x kRow floats
+  T* stage;      // bf16: (B, C) x kGroup x kSteps, row-major
+  __device__ TileBuf(void* at) : tiles(static_cast<float*>(at)), stage(reinterpret_cast<T*>(tiles + kBufs * 2 * kGroup * kRow)) {}
+  __device__ float* B(int buf) const { return tiles + (kDirect ? buf & 1 : 0) * 2 * kGroup * kRow; }
+  __device__ float* C(int buf) const { return B(buf) + kGroup * kRow; }
+
+  // Copies of B[rows], C[rows] (row stride L, pointing at step 0 of the group's first
+  // state), steps [t0, t0 + kSteps), for buffer buf; every thread of the block calls it. A
+  // 16-byte vector lies wholly before or wholly past L (vec); the ones past L are zero-filled
+  // (source size 0, from the row start, a valid address).
+  __device__ void issue(int buf, const T* __restrict__ Bsrc, const T* __restrict__ Csrc, int gn, int64_t L,
+                        int64_t t0) const {
+    constexpr int kN = Vec16<T>::kN, kPerRow = kSteps / kN;
+    static_assert(kThreads % kPerRow == 0, "a thread keeps one vector position");
+    constexpr int kRowsPerPass = kThreads / kPerRow;
+    const int tid = int(threadIdx.x), q = (tid % kPerRow) * kN;
+    const bool in = t0 + q < L;
+    const int64_t off = in ? t0 + q : 0;
+    for (int j = tid / kPerRow; j < 2 * gn; j += kRowsPerPass) {
+      const bool isC = j >= gn;
+      const int jj = isC ? j - gn : j;
+      const T* src = (isC ? Csrc : Bsrc) + jj * L;
+      void* dst = kDirect ? static_cast<void*>((isC ? C(buf) : B(buf)) + jj * kRow + tile_pos<kItems>(q))
+                          : static_cast<void*>(stage + (isC * kGroup + jj) * kSteps + q);
+      mma::cp_async_16(dst, src + off, in ? 16 : 0);
+    }
+  }
+  // bf16: the staged rows widened into the float tile (after the barrier that follows the
+  // copies' wait; another barrier must follow before the tile is read).
+  __device__ void widen(int gn) const {
+    if constexpr (!kDirect) {
+      constexpr int kN = Vec16<T>::kN, kPerRow = kSteps / kN, kRowsPerPass = kThreads / kPerRow;
+      const int tid = int(threadIdx.x), q = (tid % kPerRow) * kN;
+      for (int j = tid / kPerRow; j < 2 * gn; j += kRowsPerPass) {
+        const bool isC = j >= gn;
+        const int jj = isC ? j - gn : j;
+        const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(stage + (isC * kGroup + jj) * kSteps + q);
+        float4* d4 = reinterpret_cast<float4*>((isC ? C(0) : B(0)) + jj * kRow + tile_pos<kItems>(q));
+#pragma unroll
+        for (int e = 0; e < kN; e += 4)
+          d4[e / 4] = make_float4(to_f32(w.v[e]), to_f32(w.v[e + 1]), to_f32(w.v[e + 2]), to_f32(w.v[e + 3]));
+      }
+    }
+  }
+};
 
 // ---- warp scans of affine maps ----
 
@@ -432,11 +493,11 @@ template <int kItems, typename T> __device__ __forceinline__ void slot_items(con
   }
 }
 
-// Forward shared memory: the B and C tiles of a state group, the warps' carries and
-// A log2(e), then the warps' slot rows (u and delta of the next chunk, z of this one).
+// Forward shared memory: the B and C tiles (TileBuf), the warps' carries and A log2(e), then
+// the warps' slot rows (u and delta of the next chunk, z of this one).
 constexpr int kFwdSlotRows = 3;
 template <typename T, int kItems> size_t forward_smem(int64_t N) {
-  return size_t(2 * kFwdGroup * kTileRow<kItems>) * 4 + size_t(2 * kR * N) * 4 +
+  return TileBuf<T, kItems, kFwdGroup>::bytes() + size_t(2 * kR * N) * 4 +
          size_t(kR * kFwdSlotRows * kSlotRow<T, kItems>) * sizeof(T);
 }
 
@@ -451,17 +512,18 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   const int64_t r = b * p.Dn + d, row = r * L;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  // Bs, Cs: rows g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk. Filled between barriers
-  // F1 and F2 of a state group, read by the warps after F2 until F1 of the next group.
-  float* Bs = reinterpret_cast<float*>(smem);
-  float* Cs = Bs + kFwdGroup * kRow;
+  // The B and C tiles of state groups (TileBuf): a group's tiles are read by the warps
+  // between the barrier that starts the group and the one that starts the next.
+  using Tiles = TileBuf<T, kItems, kFwdGroup>;
+  const Tiles tiles(smem);
+  float* const after_tiles = reinterpret_cast<float*>(smem + Tiles::bytes());
   // carry[n] of this warp: the state after the chunks done so far. Read by every lane of the
   // warp before the __syncwarp that follows the scan of (chunk, n), written by lane 0 after
   // it; read next in the following chunk, after its barriers F1, F2.
-  float* carry = Cs + kFwdGroup * kRow + warp * N;
-  // A2[n] = A[d, n] log2(e) of this warp's channel: written before the first barrier F1,
-  // only read after it.
-  float* A2s = Cs + kFwdGroup * kRow + kR * N + warp * N;
+  float* carry = after_tiles + warp * N;
+  // A2[n] = A[d, n] log2(e) of this warp's channel: written before the first group's
+  // barrier, only read after it.
+  float* A2s = after_tiles + kR * N + warp * N;
   for (int n = lane; n < N; n += 32) {
     carry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
@@ -472,13 +534,21 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
               lane * kSlot<T, kItems>;
   T* slot_dt = slot_u + kSlotRow<T, kItems>;
   T* slot_z = slot_dt + kSlotRow<T, kItems>;
-  // cp.async groups, committed by every thread in the same order: u and delta of chunk 0
-  // here; then per chunk z of the chunk and u, delta of the next one.
+  // cp.async groups, committed by every thread in the same order: R(0) (u and delta of
+  // chunk 0) and T(0, 0) (the tiles of chunk 0's first state group) here; then per chunk t,
+  // Z(t) (z of the chunk) and R(t + 1) at its start and T of the next group at the start of
+  // each group. So the groups younger than R(t) at its wait are T(t, 0) and Z(t); younger
+  // than T(t, 0) at its wait, Z(t) and R(t + 1); younger than Z(t) at the chunk's end, at
+  // most R(t + 1) and T(t + 1, 0) (if the chunk has one state group; with more, Z(t) is
+  // complete by then); and nothing younger than T(t, g > 0) at its wait.
   if (active && ahead(p.vec, lane * kItems, kItems, L)) {
     copy_ahead<kItems>(slot_u, p.u + row + lane * kItems);
     copy_ahead<kItems>(slot_dt, p.delta + row + lane * kItems);
   }
   mma::cp_async_commit();
+  if (p.vec && L > 0) tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kFwdGroup, N), L, 0);
+  mma::cp_async_commit();
+  int grp = 0;  // state groups done so far (the tile buffer parity)
   // Save interval (chunk <= 256: int arithmetic). When it is a multiple of kItems (the usual
   // case), save interval ends fall only on a lane's last item, so a lane stores at most one
   // state per n, after its walk: the state at its last item, or at step L - 1 when that is
@@ -503,7 +573,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     const bool here = ahead(p.vec, s, kItems, L), next = t0 + kSteps < L && ahead(p.vec, s + kSteps, kItems, L);
     if (active && p.z && here) copy_ahead<kItems>(slot_z, p.z + row + s);
     mma::cp_async_commit();
-    mma::cp_async_wait<1>();  // u and delta of this chunk
+    mma::cp_async_wait<2>();  // R(t): u and delta of this chunk
     if (active) {
       float u[kItems];
       if (here) {
@@ -535,12 +605,33 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     }
     mma::cp_async_commit();
 
-    for (int g0 = 0; g0 < N; g0 += kFwdGroup) {
+    for (int g0 = 0; g0 < N; g0 += kFwdGroup, ++grp) {
       const int gn = min(kFwdGroup, N - g0);
-      __syncthreads();  // F1: the warps are done with the previous group's tiles
-      fill_tile<kItems, kFwdBatch, kFwdGroup>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
-      fill_tile<kItems, kFwdBatch, kFwdGroup>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
-      __syncthreads();  // F2
+      const float* Bs = tiles.B(grp);
+      const float* Cs = tiles.C(grp);
+      if (p.vec) {
+        if (g0 == 0)
+          mma::cp_async_wait<2>();  // T(t, 0)
+        else
+          mma::cp_async_wait<0>();  // T(t, g)
+        __syncthreads();  // every thread's copies landed; the warps are done with the previous group
+        if constexpr (!Tiles::kDirect) {
+          tiles.widen(gn);
+          __syncthreads();
+        }
+        // The next group's tiles, into the other buffer (f32) or the staging area (bf16).
+        if (g0 + kFwdGroup < N)
+          tiles.issue(grp + 1, p.B + (b * N + g0 + kFwdGroup) * L, p.C + (b * N + g0 + kFwdGroup) * L,
+                      min(kFwdGroup, N - g0 - kFwdGroup), L, t0);
+        else if (t0 + kSteps < L)
+          tiles.issue(grp + 1, p.B + b * N * L, p.C + b * N * L, min(kFwdGroup, N), L, t0 + kSteps);
+        mma::cp_async_commit();
+      } else {
+        __syncthreads();  // the warps are done with the previous group's tiles
+        fill_tile<kItems, kFwdBatch, kFwdGroup>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kFwdBatch, kFwdGroup>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        __syncthreads();
+      }
       if (!active) continue;
       // States g0 + j .. g0 + j + kS - 1, walked together.
       auto walk = [&](auto states_at_once, int j) {
@@ -612,7 +703,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
       if (p.z) {
         float zz[kItems];
         if (here) {
-          mma::cp_async_wait<1>();  // z of this chunk (the newest group is the next chunk's)
+          mma::cp_async_wait<2>();  // Z(t)
           slot_items(slot_z, zz);
         } else {
           load_items(p.z + row, L, s, p.vec, zz);
@@ -630,11 +721,11 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     for (int n = lane; n < N; n += 32) p.last[r * N + n] = from_f32<T>(carry[n]);
 }
 
-// Backward shared memory: the warps' dA (double), the B and C tiles of a state group, the
-// warps' dB and dC terms of the group, then the warps' e carries and A log2(e).
-size_t backward_smem(int64_t N) {
+// Backward shared memory: the warps' dA (double), the B and C tiles (TileBuf), the warps' dB
+// and dC terms of a state group, then the warps' e carries and A log2(e).
+template <typename T> size_t backward_smem(int64_t N) {
   constexpr size_t tile = kBwdGroup * kTileRow<kBwdItems>;
-  return size_t(kR * N) * 8 + (2 + 2 * kR) * tile * 4 + size_t(2 * kR * N) * 4;
+  return size_t(kR * N) * 8 + TileBuf<T, kBwdItems, kBwdGroup>::bytes() + 2 * kR * tile * 4 + size_t(2 * kR * N) * 4;
 }
 
 template <typename T>
@@ -652,14 +743,15 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   // after a __syncwarp. kR x N doubles: the floats after it stay 16-byte aligned (kR = 4).
   double* dA_all = reinterpret_cast<double*>(smem);
   double* dA_s = dA_all + warp * N;
-  // Bs, Cs: rows g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk. Filled between barriers
-  // K1 and K2 of a state group, read by the warps between K2 and K3.
-  float* Bs = reinterpret_cast<float*>(dA_all + kR * N);
-  float* Cs = Bs + kBwdGroup * kRow;
+  // The B and C tiles of state groups (TileBuf, 16-byte aligned after kR x N doubles): rows
+  // g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk, read by the warps between the
+  // barrier K1 (K2 for bf16) that starts the group and K3.
+  using Tiles = TileBuf<T, kItems, kBwdGroup>;
+  const Tiles tiles(dA_all + kR * N);
   // xB, xC: per warp and state of the group, the channel's dB, dC terms of each step (tile
-  // layout). Written by the warps between K2 and K3, summed over the warps by the block
+  // layout). Written by the warps between K1/K2 and K3, summed over the warps by the block
   // between K3 and K1 of the next group.
-  float* xB = Cs + kBwdGroup * kRow;
+  float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_all + kR * N) + Tiles::bytes());
   float* xC = xB + kR * kBwdGroup * kRow;
   // ecarry[n] of this warp: e entering the current chunk from the later ones. Read by every
   // lane before the __syncwarp that follows the scans of (chunk, n), written by lane 0
@@ -677,6 +769,13 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   double dD_acc = 0.0, db_acc = 0.0;  // lane 0's
 
   const int64_t nchunks = (L + kSteps - 1) / kSteps;
+  // cp.async groups (p.vec): T of the last chunk's first state group here, then T of the
+  // next group (the next state group of the chunk, or the first of the chunk before) at the
+  // start of each group, right after the wait for the group's own: one in flight at a time.
+  if (p.vec && nchunks > 0)
+    tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kBwdGroup, N), L, (nchunks - 1) * kSteps);
+  mma::cp_async_commit();
+  int grp = 0;  // state groups done so far (the tile buffer parity)
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kSteps;
     const int64_t s = t0 + lane * kItems;
@@ -711,12 +810,29 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
     // The saved state before the chunk: t0 is a multiple of chunk.
     const float* h_saved = active && c > 0 ? p.saved + (r * p.nc + t0 / p.chunk - 1) * N : nullptr;
 
-    for (int g0 = 0; g0 < N; g0 += kBwdGroup) {
+    for (int g0 = 0; g0 < N; g0 += kBwdGroup, ++grp) {
       const int gn = min(kBwdGroup, N - g0);
-      __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
-      fill_tile<kItems, kBwdBatch, kBwdGroup>(Bs, p.B + (b * N + g0) * L, gn, L, t0, p.vec);
-      fill_tile<kItems, kBwdBatch, kBwdGroup>(Cs, p.C + (b * N + g0) * L, gn, L, t0, p.vec);
-      __syncthreads();  // K2
+      const float* Bs = tiles.B(grp);
+      const float* Cs = tiles.C(grp);
+      if (p.vec) {
+        mma::cp_async_wait<0>();
+        __syncthreads();  // K1: copies landed; the previous group's tiles and dB/dC terms are read
+        if constexpr (!Tiles::kDirect) {
+          tiles.widen(gn);
+          __syncthreads();  // K2
+        }
+        if (g0 + kBwdGroup < N)
+          tiles.issue(grp + 1, p.B + (b * N + g0 + kBwdGroup) * L, p.C + (b * N + g0 + kBwdGroup) * L,
+                      min(kBwdGroup, N - g0 - kBwdGroup), L, t0);
+        else if (c > 0)
+          tiles.issue(grp + 1, p.B + b * N * L, p.C + b * N * L, min(kBwdGroup, N), L, t0 - kSteps);
+        mma::cp_async_commit();
+      } else {
+        __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
+        fill_tile<kItems, kBwdBatch, kBwdGroup>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kBwdBatch, kBwdGroup>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        __syncthreads();  // K2
+      }
       if (active) {
         for (int j = 0; j < gn; ++j) {
           const int n = g0 + j;
@@ -1006,7 +1122,7 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       p.part_db = ptr_of<double>(part_db);
       p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.dout, p.du, p.ddelta, p.dz});
       p.vec_grad = rows_aligned<float>(L, {p.dB, p.dC});
-      const size_t smem = backward_smem(N);
+      const size_t smem = backward_smem<T>(N);
       allow_smem(backward_kernel<T>, smem, op);
       backward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
       HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
