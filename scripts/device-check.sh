@@ -11,6 +11,7 @@
 #   options: --build-dir DIR (default build-device)   --archs LIST (default: the GPU's own, else 90)
 #            --budget SECONDS (default 450: the whole run, steps shortened to fit)
 #            --quick (bench_gpu --quick)   --no-bench   --no-train
+#            --bench-filter S (bench_gpu --filter S: only the cases whose name contains S)
 #            --sanitize FILTER (after test_cuda: compute-sanitizer memcheck and racecheck on the
 #              test_cuda cases FILTER selects, e.g. 'CudaAttention.MmaShapesBF16:CudaSelectiveScan.*')
 #            --profile (after bench_gpu: Nsight Compute's speed-of-light, occupancy, memory and
@@ -57,6 +58,7 @@ while [ $# -gt 0 ]; do
     --archs) ARCHS=${2:?--archs needs a list such as 90 or \"80;90\"}; shift ;;
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
     --quick) BENCH_ARGS+=(--quick) ;;
+    --bench-filter) BENCH_ARGS+=(--filter "${2:?--bench-filter needs a substring of case names}"); shift ;;
     --no-bench) BENCH=0 ;;
     --no-train) TRAIN=0 ;;
     --sanitize) SANITIZE=${2:?--sanitize needs a gtest filter of test_cuda cases}; shift ;;

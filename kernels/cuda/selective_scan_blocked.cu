@@ -421,14 +421,17 @@ template <int kItems, typename T>
 __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int64_t s, bool vec,
                                             const float (&x)[kItems]) {
   if (vec && s + kItems <= L) {
+    // Through uint4: a Vec16 struct assignment compiled to 16 scalar stores in the forward.
     constexpr int kN = Vec16<T>::kN;
-    Vec16<T>* p = reinterpret_cast<Vec16<T>*>(row + s);
+    uint4* p = reinterpret_cast<uint4*>(row + s);
 #pragma unroll
     for (int v = 0; v < kItems / kN; ++v) {
       Vec16<T> w;
 #pragma unroll
       for (int j = 0; j < kN; ++j) w.v[j] = from_f32<T>(x[v * kN + j]);
-      p[v] = w;
+      uint4 bits;
+      memcpy(&bits, &w, sizeof(bits));
+      p[v] = bits;
     }
   } else {
 #pragma unroll
