@@ -13,7 +13,8 @@
 //
 // Defaults: the fast kernels (they have passed the CUDA tests on an H100). Environment (read once, on
 // first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma,
-// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4; any other value is an error naming the
+// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4|steps16h,
+// HYMBA_CUDA_SCAN_BACKWARD=steps8h|steps8; any other value is an error naming the
 // variable. Both kernels of a family honour the same contract
 // (kernels/selective_scan.h, kernels/attention.h), including the layout of the scan's
 // chunk_states, so a forward run with one and a backward with the other is still correct.
@@ -37,11 +38,19 @@ enum class AttentionImpl {
 // The blocked scan's forward shape (kernels/cuda/selective_scan_blocked.cu, FwdShape): steps
 // per lane, states a warp walks at once, blocks per SM. The same scan up to rounding (the
 // time chunks of the lanes differ); only the speed differs, which is why the choice exists:
-// bench_gpu times all three, so a GPU run tells which to make the default.
+// bench_gpu times them all, so a GPU run tells which to make the default.
 enum class ScanForward {
   Steps16,        // 16 steps per lane, one state at a time, 3 blocks per SM (measured)
   Steps8States2,  // 8 steps per lane, two states at once (interleaved chains and scans)
   Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
+  Steps16Half,    // 16 steps per lane, two channels per warp (a half-warp each), 3 blocks per SM
+};
+// The blocked scan's backward shape (backward_kernel's kSeg): 8 steps per lane, two channels
+// per warp (128-step chunks, which need a save interval dividing 128; other intervals run
+// Steps8) or a warp per channel (256-step chunks).
+enum class ScanBackward {
+  Steps8Half,  // 8 steps per lane, two channels per warp (a half-warp each)
+  Steps8,      // 8 steps per lane, a warp per channel
 };
 
 ScanImpl scan_impl();
@@ -50,10 +59,13 @@ AttentionImpl attention_impl();
 void set_attention_impl(AttentionImpl impl);
 ScanForward scan_forward();
 void set_scan_forward(ScanForward shape);
+ScanBackward scan_backward();
+void set_scan_backward(ScanBackward shape);
 
 const char* impl_name(ScanImpl impl);
 const char* impl_name(AttentionImpl impl);
 const char* impl_name(ScanForward shape);
+const char* impl_name(ScanBackward shape);
 
 // Sets an implementation for the lifetime of a scope (tests and benchmarks run both).
 template <typename Impl> class ImplGuard {
@@ -67,11 +79,13 @@ template <typename Impl> class ImplGuard {
   static Impl get() {
     if constexpr (std::is_same_v<Impl, ScanImpl>) return scan_impl();
     else if constexpr (std::is_same_v<Impl, ScanForward>) return scan_forward();
+    else if constexpr (std::is_same_v<Impl, ScanBackward>) return scan_backward();
     else return attention_impl();
   }
   static void set(Impl impl) {
     if constexpr (std::is_same_v<Impl, ScanImpl>) set_scan_impl(impl);
     else if constexpr (std::is_same_v<Impl, ScanForward>) set_scan_forward(impl);
+    else if constexpr (std::is_same_v<Impl, ScanBackward>) set_scan_backward(impl);
     else set_attention_impl(impl);
   }
   Impl saved_;

@@ -82,20 +82,26 @@ ninja -C "$OUTD" -j2 $targets >"$OUTD/ninja.log" 2>&1 || { tail -60 "$OUTD/ninja
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 status=0
-# The scan runs once per forward shape (HYMBA_CUDA_SCAN_FORWARD, kernels/cuda_impl.h).
+# The scan runs once per forward shape (HYMBA_CUDA_SCAN_FORWARD, kernels/cuda_impl.h) with the
+# default backward shape, and once more with the other backward shape (HYMBA_CUDA_SCAN_BACKWARD).
 for k in $kernels; do
   if [ $quick = 1 ]; then
     modes=quick
   else
     case $k in fwd) modes="grid configs edge" ;; bwd) modes=all ;; scan) modes="grid edge bf16" ;; esac
   fi
-  case $k in scan) shapes="steps16 steps8x2 steps8b4" ;; *) shapes="-" ;; esac
+  case $k in
+    scan) shapes="steps16/steps8h steps8x2/steps8h steps8b4/steps8h steps16h/steps8h steps16/steps8" ;;
+    *) shapes="-" ;;
+  esac
   for shape in $shapes; do
     if [ "$shape" = - ]; then label=$k; else label="$k[$shape]"; fi
-    if [ "$shape" = - ]; then log=$OUTD/$k.log; else log=$OUTD/$k-$shape.log; fi
+    if [ "$shape" = - ]; then log=$OUTD/$k.log; else log=$OUTD/$k-${shape/\//-}.log; fi
     t0=$(date +%s)
     rc=0
-    HYMBA_CUDA_SCAN_FORWARD=${shape#-} "$OUTD/emu_$k" $modes >"$log" 2>&1 || rc=$?
+    fwd_shape=${shape%/*} bwd_shape=${shape#*/}
+    HYMBA_CUDA_SCAN_FORWARD=${fwd_shape#-} HYMBA_CUDA_SCAN_BACKWARD=${bwd_shape#-} "$OUTD/emu_$k" $modes >"$log" 2>&1 ||
+      rc=$?
     t=$(($(date +%s) - t0))
     summary=$(grep -E "^$k: cases=" "$log" | tail -1 || true)
     if [ $rc -ne 0 ] || [ -z "$summary" ]; then

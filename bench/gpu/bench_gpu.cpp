@@ -563,7 +563,9 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     // The blocked forward in each of its shapes (kernels/cuda_impl.h, ScanForward): the
     // default keeps the plain [blocked] tag, the others are timed to pick the next default.
     std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16};
-    if (check) shapes = {KC::ScanForward::Steps16, KC::ScanForward::Steps8States2, KC::ScanForward::Steps8Blocks4};
+    if (check)
+      shapes = {KC::ScanForward::Steps16, KC::ScanForward::Steps8States2, KC::ScanForward::Steps8Blocks4,
+                KC::ScanForward::Steps16Half};
     for (const KC::ScanForward fwd_shape : shapes) {
       const KC::ImplGuard<KC::ScanForward> use_shape(fwd_shape);
       const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16
@@ -584,25 +586,35 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
         }
       });
     }
-    b.run("selective_scan fwd+bwd" + tag, shape, dt, [&](Row& r) {
-      Inputs in = make();
-      Tensor dout = randn_gpu({B, D, L}, dt, 27);
-      auto fwd_bwd = [&] {
-        auto [out, last, chunks] =
-            K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
-        return K::selective_scan_backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunks);
-      };
-      memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es) + scan_bwd_bytes(B, D, L, N, es), [&] { fwd_bwd(); });
-      if (check && r.ours_ms) {
-        K::SelectiveScanGrads got = fwd_bwd();
-        const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
-        K::SelectiveScanGrads want = fwd_bwd();
-        compare(b, r, "du", got.du, want.du, tol);
-        compare(b, r, "ddelta", got.ddelta, want.ddelta, tol);
-        compare(b, r, "dB", got.dB, want.dB, tol);
-        compare(b, r, "dA", got.dA, want.dA, tol);
-      }
-    });
+    // The blocked backward in each of its shapes (ScanBackward): the default keeps the tag.
+    std::vector<KC::ScanBackward> bwd_shapes = {KC::ScanBackward::Steps8Half};
+    if (check) bwd_shapes = {KC::ScanBackward::Steps8Half, KC::ScanBackward::Steps8};
+    for (const KC::ScanBackward bwd_shape : bwd_shapes) {
+      const KC::ImplGuard<KC::ScanBackward> use_bwd(bwd_shape);
+      const std::string bwd_tag = bwd_shape == KC::ScanBackward::Steps8Half
+                                      ? tag
+                                      : std::string(" [blocked, backward ") + KC::impl_name(bwd_shape) + "]";
+      b.run("selective_scan fwd+bwd" + bwd_tag, shape, dt, [&](Row& r) {
+        Inputs in = make();
+        Tensor dout = randn_gpu({B, D, L}, dt, 27);
+        auto fwd_bwd = [&] {
+          auto [out, last, chunks] =
+              K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
+          return K::selective_scan_backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true,
+                                            chunks);
+        };
+        memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es) + scan_bwd_bytes(B, D, L, N, es), [&] { fwd_bwd(); });
+        if (check && r.ours_ms) {
+          K::SelectiveScanGrads got = fwd_bwd();
+          const KC::ImplGuard<KC::ScanImpl> ref(KC::ScanImpl::Sequential);
+          K::SelectiveScanGrads want = fwd_bwd();
+          compare(b, r, "du", got.du, want.du, tol);
+          compare(b, r, "ddelta", got.ddelta, want.ddelta, tol);
+          compare(b, r, "dB", got.dB, want.dB, tol);
+          compare(b, r, "dA", got.dA, want.dA, tol);
+        }
+      });
+    }
   }
 }
 

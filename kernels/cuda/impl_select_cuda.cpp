@@ -15,6 +15,7 @@ namespace {
 std::atomic<int> g_scan{-1};
 std::atomic<int> g_attention{-1};
 std::atomic<int> g_scan_forward{-1};
+std::atomic<int> g_scan_backward{-1};
 
 // The value of `var` as an index into `names` (in enum order), or fallback when unset.
 int from_env(const char* var, std::initializer_list<const char*> names, int fallback) {
@@ -45,13 +46,15 @@ int resolve(std::atomic<int>& slot, const char* var, std::initializer_list<const
 
 constexpr std::initializer_list<const char*> kScanNames = {"sequential", "blocked"};
 constexpr std::initializer_list<const char*> kAttentionNames = {"wmma", "mma"};
-constexpr std::initializer_list<const char*> kScanForwardNames = {"steps16", "steps8x2", "steps8b4"};
+constexpr std::initializer_list<const char*> kScanForwardNames = {"steps16", "steps8x2", "steps8b4", "steps16h"};
+constexpr std::initializer_list<const char*> kScanBackwardNames = {"steps8h", "steps8"};
 
 // The fast kernels, since they passed the CUDA tests and the bf16 training curve on an H100
 // (kernels/cuda_impl.h); the forward shape measured there.
 constexpr ScanImpl kDefaultScan = ScanImpl::Blocked;
 constexpr AttentionImpl kDefaultAttention = AttentionImpl::Mma;
 constexpr ScanForward kDefaultScanForward = ScanForward::Steps16;
+constexpr ScanBackward kDefaultScanBackward = ScanBackward::Steps8Half;
 
 const char* name_at(std::initializer_list<const char*> names, int i) { return names.begin()[i]; }
 
@@ -67,9 +70,15 @@ ScanForward scan_forward() {
   return ScanForward(resolve(g_scan_forward, "HYMBA_CUDA_SCAN_FORWARD", kScanForwardNames, int(kDefaultScanForward)));
 }
 void set_scan_forward(ScanForward shape) { g_scan_forward.store(int(shape)); }
+ScanBackward scan_backward() {
+  return ScanBackward(
+      resolve(g_scan_backward, "HYMBA_CUDA_SCAN_BACKWARD", kScanBackwardNames, int(kDefaultScanBackward)));
+}
+void set_scan_backward(ScanBackward shape) { g_scan_backward.store(int(shape)); }
 
 const char* impl_name(ScanImpl impl) { return name_at(kScanNames, int(impl)); }
 const char* impl_name(AttentionImpl impl) { return name_at(kAttentionNames, int(impl)); }
 const char* impl_name(ScanForward shape) { return name_at(kScanForwardNames, int(shape)); }
+const char* impl_name(ScanBackward shape) { return name_at(kScanBackwardNames, int(shape)); }
 
 }  // namespace hymba::kernels::cuda

@@ -83,13 +83,17 @@ static_assert(kBwdItems % 8 == 0);
 // register cap is sized for. Default: 16 steps, one state, 3 blocks (the one measured: issue
 // bound at 12 warps per SM, bench/RESULTS.md); the other two trade more scan work per step
 // (8 steps per lane) for more independent work per warp or more warps per SM.
-template <int kItems_, int kStates_, int kBlocksPerSM_> struct FwdShape {
-  static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_;
-  static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2));
+// kSeg: the lanes per channel, 32 (a warp per channel) or 16 (two channels per warp, each
+// on a half-warp: half the time chunk for the same steps per lane, so less of the last
+// chunk is padding past L, and scans of 4 shuffle rounds instead of 5).
+template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32> struct FwdShape {
+  static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_, kSeg = kSeg_;
+  static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2) && (kSeg == 32 || kSeg == 16));
 };
 using FwdSteps16 = FwdShape<16, 1, 3>;
 using FwdSteps8States2 = FwdShape<8, 2, 3>;
 using FwdSteps8Blocks4 = FwdShape<8, 1, 4>;
+using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
 // backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
 // is that of 2 blocks (no spills; 3 would spill, for nothing).
@@ -124,7 +128,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 // distinct banks within each quarter warp (rows 80 or 48 bytes apart), where an unpadded
 // layout would give 4-way conflicts.
 template <int kItems> constexpr int kLaneStride = kItems + 4;
-template <int kItems> constexpr int kTileRow = 32 * kLaneStride<kItems>;
+template <int kItems, int kLanes = 32> constexpr int kTileRow = kLanes * kLaneStride<kItems>;
 // Position of step q of the chunk in a tile row.
 template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
   return (q / kItems) * kLaneStride<kItems> + q % kItems;
@@ -138,10 +142,10 @@ template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
 // multiple of the vectors per row), so its column offsets and its bound check against L are
 // computed once, and it has kBatch vectors in flight (all loads of a batch, then all stores)
 // instead of one load's latency per vector.
-template <int kItems, int kMaxBatch, int kMaxRows, typename T>
+template <int kItems, int kMaxBatch, int kMaxRows, int kLanes = 32, typename T>
 __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, int rows, int64_t L, int64_t t0,
                           bool vec) {
-  constexpr int kSteps = 32 * kItems;
+  constexpr int kSteps = kLanes * kItems, kRow = kTileRow<kItems, kLanes>;
   if (vec) {
     constexpr int kN = Vec16<T>::kN;
     constexpr int kPerRow = kSteps / kN;
@@ -173,7 +177,7 @@ __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, i
       for (int m = 0; m < kBatch; ++m) {
         const int j = jb + m * kRowsPerPass;
         if (j < rows) {
-          float4* d4 = reinterpret_cast<float4*>(dst + j * kTileRow<kItems>);
+          float4* d4 = reinterpret_cast<float4*>(dst + j * kRow);
 #pragma unroll
           for (int e = 0; e < kN; e += 4) d4[e / 4] = make_float4(v[m][e], v[m][e + 1], v[m][e + 2], v[m][e + 3]);
         }
@@ -182,7 +186,7 @@ __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, i
   } else {
     for (int k = int(threadIdx.x); k < rows * kSteps; k += kThreads) {
       const int j = k / kSteps, q = k % kSteps;
-      tile[j * kTileRow<kItems> + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
+      tile[j * kRow + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
     }
   }
 }
@@ -216,15 +220,16 @@ __device__ __forceinline__ void store_tile_items(float* __restrict__ row, int la
 // widened into the (single) float tile after the barrier that starts the group, behind a
 // second barrier, so the per-state loops read floats either way. Without aligned rows the
 // group is filled synchronously between two barriers (fill_tile), as before.
-template <typename T, int kItems, int kGroup> struct TileBuf {
+template <typename T, int kItems, int kGroup, int kLanes = 32> struct TileBuf {
   static constexpr bool kDirect = sizeof(T) == sizeof(float);
-  static constexpr int kSteps = 32 * kItems, kRow = kTileRow<kItems>, kBufs = kDirect ? 2 : 1;
+  static constexpr int kSteps = kLanes * kItems, kRow = kTileRow<kItems, kLanes>, kBufs = kDirect ? 2 : 1;
   static constexpr size_t bytes() {
     return size_t(kBufs * 2 * kGroup * kRow) * 4 + (kDirect ? 0 : size_t(2 * kGroup * kSteps) * sizeof(T));
   }
   float* tiles;  // kBufs x (B, C) x kGroup x kRow floats
   T* stage;      // bf16: (B, C) x kGroup x kSteps, row-major
-  __device__ TileBuf(void* at) : tiles(static_cast<float*>(at)), stage(reinterpret_cast<T*>(tiles + kBufs * 2 * kGroup * kRow)) {}
+  __device__ explicit TileBuf(void* at)
+      : tiles(static_cast<float*>(at)), stage(reinterpret_cast<T*>(tiles + kBufs * 2 * kGroup * kRow)) {}
   __device__ float* B(int buf) const { return tiles + (kDirect ? buf & 1 : 0) * 2 * kGroup * kRow; }
   __device__ float* C(int buf) const { return B(buf) + kGroup * kRow; }
 
@@ -278,40 +283,48 @@ struct Pair {
 __device__ __forceinline__ Pair compose(Pair x, Pair y) { return {x.a * y.a, y.a * x.b + y.b}; }
 
 // Exclusive scans of S independent sets of lane maps, interleaved so that the shuffle and
-// FMA latencies of one set hide behind the others' (each round is a serial dependency chain).
-// Bit k of kRev picks the order of set k: 0, lane order (lane 0 first), p[k] becomes the
-// composition of the maps of the lanes before this one; 1, reverse lane order (lane 31
-// first), the maps of the lanes after this one, later lanes applied first. Identity for the
-// first lane of each order; total[k] is the composition of all 32 (in every lane).
-template <unsigned kRev, int S>
+// FMA latencies of one set hide behind the others' (each round is a serial dependency chain),
+// in each segment of kSeg lanes on its own. Bit k of kRev picks the order of set k: 0, lane
+// order (the segment's first lane first), p[k] becomes the composition of the maps of the
+// lanes before this one; 1, reverse lane order, the maps of the lanes after this one, later
+// lanes applied first. Identity for the first lane of each order; total[k] is the
+// composition of the segment's kSeg maps (in every lane of the segment).
+template <unsigned kRev, int S, int kSeg = 32>
 __device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&total)[S]) {
-  const int lane = int(threadIdx.x) & 31;
+  const int sl = int(threadIdx.x) & (kSeg - 1);  // the lane within its segment
 #pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
+  for (int o = 1; o < kSeg; o <<= 1) {
     Pair x[S];
 #pragma unroll
     for (int k = 0; k < S; ++k) {
       const bool rev = kRev >> k & 1u;
-      x[k].a = rev ? __shfl_down_sync(kFull, p[k].a, o) : __shfl_up_sync(kFull, p[k].a, o);
-      x[k].b = rev ? __shfl_down_sync(kFull, p[k].b, o) : __shfl_up_sync(kFull, p[k].b, o);
+      x[k].a = rev ? __shfl_down_sync(kFull, p[k].a, o, kSeg) : __shfl_up_sync(kFull, p[k].a, o, kSeg);
+      x[k].b = rev ? __shfl_down_sync(kFull, p[k].b, o, kSeg) : __shfl_up_sync(kFull, p[k].b, o, kSeg);
     }
 #pragma unroll
     for (int k = 0; k < S; ++k) {
       const bool rev = kRev >> k & 1u;
-      if (rev ? lane + o < 32 : lane >= o) p[k] = compose(x[k], p[k]);
+      if (rev ? sl + o < kSeg : sl >= o) p[k] = compose(x[k], p[k]);
     }
   }
 #pragma unroll
   for (int k = 0; k < S; ++k) {
     const bool rev = kRev >> k & 1u;
-    const int last = rev ? 0 : 31;
-    total[k] = {__shfl_sync(kFull, p[k].a, last), __shfl_sync(kFull, p[k].b, last)};
+    const int last = rev ? 0 : kSeg - 1;
+    total[k] = {__shfl_sync(kFull, p[k].a, last, kSeg), __shfl_sync(kFull, p[k].b, last, kSeg)};
     Pair ex;
-    ex.a = rev ? __shfl_down_sync(kFull, p[k].a, 1) : __shfl_up_sync(kFull, p[k].a, 1);
-    ex.b = rev ? __shfl_down_sync(kFull, p[k].b, 1) : __shfl_up_sync(kFull, p[k].b, 1);
-    if (lane == (rev ? 31 : 0)) ex = {1.f, 0.f};
+    ex.a = rev ? __shfl_down_sync(kFull, p[k].a, 1, kSeg) : __shfl_up_sync(kFull, p[k].a, 1, kSeg);
+    ex.b = rev ? __shfl_down_sync(kFull, p[k].b, 1, kSeg) : __shfl_up_sync(kFull, p[k].b, 1, kSeg);
+    if (sl == (rev ? kSeg - 1 : 0)) ex = {1.f, 0.f};
     p[k] = ex;
   }
+}
+
+// The sum over each segment of kSeg lanes, in every lane of it (a warp_sum for kSeg = 32).
+template <int kSeg> __device__ __forceinline__ float segment_sum(float v) {
+#pragma unroll
+  for (int o = kSeg / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
 }
 
 // 2^x for the decay factors exp(dt A) = 2^(dt A log2 e): MUFU.EX2 alone. ex2.approx.ftz has the
@@ -449,21 +462,22 @@ template <typename T> struct Params {
   float *dB, *dC;                                         // backward, (B, N, L) fp32, zeroed
   double *part_dA, *part_dD, *part_db;                    // backward, (B, D, N), (B, D), (B, D)
   int64_t Dn, L, N, chunk, nc;
-  int64_t dblocks;  // blocks per batch row, ceil(D / kR)
+  int64_t dblocks;  // blocks per batch row, ceil(D / cpb)
+  int cpb;          // channels per block: kR (a warp per channel) or 2 kR (forward, kSeg 16)
   bool softplus;
   bool vec;       // every (B, D, L) and (B, N, L) row is 16-byte aligned (see load_items)
   bool vec_grad;  // backward: the rows of dB and dC are 16-byte aligned (vector atomics)
 };
 
-// The channels of block blockIdx.x: batch row b, first channel d0, and how many of its kR
-// channels exist (fewer than kR only in the last block of a row when kR does not divide D).
+// The channels of block blockIdx.x: batch row b, first channel d0, and how many of its cpb
+// channels exist (fewer only in the last block of a row when cpb does not divide D).
 struct BlockChannels {
   int64_t b, d0;
   int count;
 };
 template <typename T> __device__ __forceinline__ BlockChannels block_channels(const Params<T>& p) {
-  const int64_t b = blockIdx.x / p.dblocks, d0 = (blockIdx.x % p.dblocks) * kR;
-  return {b, d0, int(min(int64_t(kR), p.Dn - d0))};
+  const int64_t b = blockIdx.x / p.dblocks, d0 = (blockIdx.x % p.dblocks) * p.cpb;
+  return {b, d0, int(min(int64_t(p.cpb), p.Dn - d0))};
 }
 
 // ---- a lane's own items of a channel row, copied ahead into shared memory (cp.async) ----
@@ -499,41 +513,48 @@ template <int kItems, typename T> __device__ __forceinline__ void slot_items(con
 // Forward shared memory: the B and C tiles (TileBuf), the warps' carries and A log2(e), then
 // the warps' slot rows (u and delta of the next chunk, z of this one).
 constexpr int kFwdSlotRows = 3;
-template <typename T, int kItems> size_t forward_smem(int64_t N) {
-  return TileBuf<T, kItems, kFwdGroup>::bytes() + size_t(2 * kR * N) * 4 +
+template <typename T, int kItems, int kSeg> size_t forward_smem(int64_t N) {
+  return TileBuf<T, kItems, kFwdGroup, kSeg>::bytes() + size_t(2 * kR * (32 / kSeg) * N) * 4 +
          size_t(kR * kFwdSlotRows * kSlotRow<T, kItems>) * sizeof(T);
 }
 
 template <typename T, typename Shape>
 __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(Params<T> p) {
-  constexpr int kItems = Shape::kItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
-  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  // A channel per segment of kSeg lanes: kCh per warp. sl is the lane within its segment.
+  constexpr int kItems = Shape::kItems, kSeg = Shape::kSeg, kCh = 32 / kSeg, kSteps = kSeg * kItems;
+  constexpr int kRow = kTileRow<kItems, kSeg>;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, sl = lane & (kSeg - 1);
+  const int ch = warp * kCh + lane / kSeg;  // the channel's index in the block
   const BlockChannels bc = block_channels(p);
-  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L;
-  const int N = int(p.N);               // <= kMaxN
-  const bool active = warp < bc.count;  // warp-uniform
+  const int64_t L = p.L;
+  const int N = int(p.N);  // <= kMaxN
+  // A channel past D (in the block holding the tail of D) reads and writes nothing: its
+  // segment walks identity maps, for the warp's shuffles (kSeg 16: the other half-warp may
+  // be real). Warps wholly past D skip the states.
+  const bool active = ch < bc.count, warp_active = warp * kCh < bc.count;
+  const int64_t b = bc.b, d = active ? bc.d0 + ch : 0;
   const int64_t r = b * p.Dn + d, row = r * L;
 
   extern __shared__ __align__(16) unsigned char smem[];
   // The B and C tiles of state groups (TileBuf): a group's tiles are read by the warps
   // between the barrier that starts the group and the one that starts the next.
-  using Tiles = TileBuf<T, kItems, kFwdGroup>;
+  using Tiles = TileBuf<T, kItems, kFwdGroup, kSeg>;
   const Tiles tiles(smem);
   float* const after_tiles = reinterpret_cast<float*>(smem + Tiles::bytes());
-  // carry[n] of this warp: the state after the chunks done so far. Read by every lane of the
-  // warp before the __syncwarp that follows the scan of (chunk, n), written by lane 0 after
-  // it; read next in the following chunk, after its barriers F1, F2.
-  float* carry = after_tiles + warp * N;
-  // A2[n] = A[d, n] log2(e) of this warp's channel: written before the first group's
-  // barrier, only read after it.
-  float* A2s = after_tiles + kR * N + warp * N;
-  for (int n = lane; n < N; n += 32) {
+  // carry[n] of this channel: the state after the chunks done so far. Read by every lane of
+  // the segment before the __syncwarp that follows the scan of (chunk, n), written by its
+  // first lane after it; read next in the following chunk, after its group barriers.
+  float* carry = after_tiles + ch * N;
+  // A2[n] = A[d, n] log2(e) of this channel: written before the first group's barrier,
+  // only read after it.
+  float* A2s = after_tiles + kR * kCh * N + ch * N;
+  for (int n = sl; n < N; n += kSeg) {
     carry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
   }
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
   // This lane's slots (16-byte aligned: the floats before them are a multiple of 4).
-  T* slot_u = reinterpret_cast<T*>(A2s + (kR - warp) * N) + warp * kFwdSlotRows * kSlotRow<T, kItems> +
+  T* slot_u = reinterpret_cast<T*>(after_tiles + 2 * kR * kCh * N) + warp * kFwdSlotRows * kSlotRow<T, kItems> +
               lane * kSlot<T, kItems>;
   T* slot_dt = slot_u + kSlotRow<T, kItems>;
   T* slot_z = slot_dt + kSlotRow<T, kItems>;
@@ -544,9 +565,9 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   // than T(t, 0) at its wait, Z(t) and R(t + 1); younger than Z(t) at the chunk's end, at
   // most R(t + 1) and T(t + 1, 0) (if the chunk has one state group; with more, Z(t) is
   // complete by then); and nothing younger than T(t, g > 0) at its wait.
-  if (active && ahead(p.vec, lane * kItems, kItems, L)) {
-    copy_ahead<kItems>(slot_u, p.u + row + lane * kItems);
-    copy_ahead<kItems>(slot_dt, p.delta + row + lane * kItems);
+  if (active && ahead(p.vec, sl * kItems, kItems, L)) {
+    copy_ahead<kItems>(slot_u, p.u + row + sl * kItems);
+    copy_ahead<kItems>(slot_dt, p.delta + row + sl * kItems);
   }
   mma::cp_async_commit();
   if (p.vec && L > 0) tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kFwdGroup, N), L, 0);
@@ -561,12 +582,14 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   const bool lane_saves = chunk % kItems == 0;  // uniform
 
   for (int64_t t0 = 0; t0 < L; t0 += kSteps) {
-    const int64_t s = t0 + lane * kItems;  // this lane's first step
+    const int64_t s = t0 + sl * kItems;  // this lane's first step
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
     // dt u (the input term is dt u B) and y, which starts at the skip term D u. The product
     // of a lane's decay factors exp(dt_i A) is exp(A sum_i dt_i): one MUFU per state.
     float dt[kItems], dtu[kItems], y[kItems], dtsum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) dt[i] = dtu[i] = y[i] = 0.f;  // a channel past D: identity maps
     // Steps whose state is saved: ends of save intervals and L - 1. Step s + i is step
     // phase + i of save interval s / chunk.
     unsigned save = 0;
@@ -588,8 +611,8 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
       }
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float v = dt[i] + bias;
-        dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // 0 past L: the identity map
+        const float v = dt[i] + bias, sp = softplus(v);  // no branch per step
+        dt[i] = i < cnt ? (p.softplus ? sp : v) : 0.f;  // 0 past L: the identity map
         dtu[i] = dt[i] * u[i];
         dtsum += dt[i];
         y[i] = Dd * u[i];
@@ -631,11 +654,11 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
         mma::cp_async_commit();
       } else {
         __syncthreads();  // the warps are done with the previous group's tiles
-        fill_tile<kItems, kFwdBatch, kFwdGroup>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
-        fill_tile<kItems, kFwdBatch, kFwdGroup>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kFwdBatch, kFwdGroup, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kFwdBatch, kFwdGroup, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
         __syncthreads();
       }
-      if (!active) continue;
+      if (!warp_active) continue;
       // States g0 + j .. g0 + j + kS - 1, walked together.
       auto walk = [&](auto states_at_once, int j) {
         constexpr int kS = decltype(states_at_once)::value;
@@ -647,7 +670,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
 #pragma unroll
           for (int k = 0; k < kS; ++k) {
             A2[k] = A2s[n0 + k];
-            tile_items<kItems>(Bs + (j + k) * kRow, lane, Bv[k]);
+            tile_items<kItems>(Bs + (j + k) * kRow, sl, Bv[k]);
             pre[k] = {fast_exp2(dtsum * A2[k]), 0.f};
           }
 #pragma unroll
@@ -662,16 +685,16 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
         float h_in[kS];
 #pragma unroll
         for (int k = 0; k < kS; ++k) h_in[k] = carry[n0 + k];
-        warp_scans<0u>(pre, total);
+        warp_scans<0u, kS, kSeg>(pre, total);
         __syncwarp();  // carry: every lane has read it
-        if (lane == 0) {
+        if (sl == 0) {
 #pragma unroll
           for (int k = 0; k < kS; ++k) carry[n0 + k] = total[k].a * h_in[k] + total[k].b;
         }
         float Cv[kS][kItems], h[kS];
 #pragma unroll
         for (int k = 0; k < kS; ++k) {
-          tile_items<kItems>(Cs + (j + k) * kRow, lane, Cv[k]);
+          tile_items<kItems>(Cs + (j + k) * kRow, sl, Cv[k]);
           h[k] = pre[k].a * h_in[k] + pre[k].b;
         }
         if (lane_saves) {
@@ -719,57 +742,67 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     asm volatile("" ::: "memory");  // the z slot is read before the next chunk refills it
   }
   mma::cp_async_wait<0>();  // nothing in flight at exit (none is issued past the last chunk)
-  __syncwarp();  // carry: lane 0's last writes (or the zeros, when L == 0) before the reads
+  __syncwarp();  // carry: the segment's first lane's last writes (or the zeros, when L == 0)
   if (active)
-    for (int n = lane; n < N; n += 32) p.last[r * N + n] = from_f32<T>(carry[n]);
+    for (int n = sl; n < N; n += kSeg) p.last[r * N + n] = from_f32<T>(carry[n]);
 }
 
 // Backward shared memory: the warps' dA (double), the B and C tiles (TileBuf), the warps' dB
 // and dC terms of a state group, then the warps' e carries and A log2(e).
-template <typename T> size_t backward_smem(int64_t N) {
+template <typename T, int kSeg> size_t backward_smem(int64_t N) {
   constexpr size_t tile = kBwdGroup * kTileRow<kBwdItems>;
-  return size_t(kR * N) * 8 + TileBuf<T, kBwdItems, kBwdGroup>::bytes() + 2 * kR * tile * 4 + size_t(2 * kR * N) * 4;
+  const size_t channels = size_t(kR * (32 / kSeg) * N);
+  return channels * 8 + TileBuf<T, kBwdItems, kBwdGroup, kSeg>::bytes() + 2 * kR * tile * 4 + 2 * channels * 4;
 }
 
-template <typename T>
+template <typename T, int kSeg>
 __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Params<T> p) {
-  constexpr int kItems = kBwdItems, kSteps = 32 * kItems, kRow = kTileRow<kItems>;
-  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  // A channel per segment of kSeg lanes (kCh per warp), as in the forward (FwdShape::kSeg).
+  constexpr int kItems = kBwdItems, kCh = 32 / kSeg, kSteps = kSeg * kItems;
+  constexpr int kRow = kTileRow<kItems, kSeg>;  // a B/C tile row: the chunk's steps
+  constexpr int kXRow = kTileRow<kItems>;       // a row of a warp's dB/dC terms: its kCh segments' rows
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, sl = lane & (kSeg - 1);
+  const int ch = warp * kCh + lane / kSeg;  // the channel's index in the block
   const BlockChannels bc = block_channels(p);
-  const int64_t b = bc.b, d = bc.d0 + warp, L = p.L;
-  const int N = int(p.N);               // <= kMaxN
-  const bool active = warp < bc.count;  // warp-uniform
+  const int64_t L = p.L;
+  const int N = int(p.N);  // <= kMaxN
+  // A channel past D reads and writes nothing and walks zeros (dy = 0: its dB/dC terms are
+  // 0); warps wholly past D skip the states.
+  const bool active = ch < bc.count, warp_active = warp * kCh < bc.count;
+  const int64_t b = bc.b, d = active ? bc.d0 + ch : 0;
   const int64_t r = b * p.Dn + d, row = r * L;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  // dA_s[n] of this warp's (b, d): lane 0 only during the chunks, then read by every lane
-  // after a __syncwarp. kR x N doubles: the floats after it stay 16-byte aligned (kR = 4).
+  // dA_s[n] of this channel's (b, d): its segment's first lane only during the chunks, then
+  // read by the segment after a __syncwarp. kR kCh N doubles: what follows stays 16-byte
+  // aligned.
   double* dA_all = reinterpret_cast<double*>(smem);
-  double* dA_s = dA_all + warp * N;
-  // The B and C tiles of state groups (TileBuf, 16-byte aligned after kR x N doubles): rows
-  // g0 .. g0 + gn - 1 of B[b], C[b] over the time chunk, read by the warps between the
-  // barrier K1 (K2 for bf16) that starts the group and K3.
-  using Tiles = TileBuf<T, kItems, kBwdGroup>;
-  const Tiles tiles(dA_all + kR * N);
-  // xB, xC: per warp and state of the group, the channel's dB, dC terms of each step (tile
-  // layout). Written by the warps between K1/K2 and K3, summed over the warps by the block
-  // between K3 and K1 of the next group.
-  float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_all + kR * N) + Tiles::bytes());
-  float* xC = xB + kR * kBwdGroup * kRow;
-  // ecarry[n] of this warp: e entering the current chunk from the later ones. Read by every
-  // lane before the __syncwarp that follows the scans of (chunk, n), written by lane 0
-  // after it; read next in the previous chunk, after its barriers K1, K2.
-  float* ecarry = xC + kR * kBwdGroup * kRow + warp * N;
-  // A2[n] = A[d, n] log2(e) of this warp's channel: written before the first barrier K1,
-  // only read after it.
-  float* A2s = xC + kR * kBwdGroup * kRow + kR * N + warp * N;
-  for (int n = lane; n < N; n += 32) {
+  double* dA_s = dA_all + ch * N;
+  // The B and C tiles of state groups (TileBuf): rows g0 .. g0 + gn - 1 of B[b], C[b] over
+  // the time chunk, read by the warps between the barrier K1 (K2 for bf16) that starts the
+  // group and K3.
+  using Tiles = TileBuf<T, kItems, kBwdGroup, kSeg>;
+  const Tiles tiles(dA_all + kR * kCh * N);
+  // xB, xC: per warp and state of the group, its channels' dB, dC terms of each step (a row
+  // of kXRow floats per warp and state: lane-major, so segment h's steps in tile layout at
+  // h kRow). Written by the warps between K1/K2 and K3, summed over the channels by the
+  // block between K3 and K1 of the next group.
+  float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_all + kR * kCh * N) + Tiles::bytes());
+  float* xC = xB + kR * kBwdGroup * kXRow;
+  // ecarry[n] of this channel: e entering the current chunk from the later ones. Read by
+  // every lane of the segment before the __syncwarp that follows the scans of (chunk, n),
+  // written by its first lane after it; read next in the previous chunk, after K1, K2.
+  float* ecarry = xC + kR * kBwdGroup * kXRow + ch * N;
+  // A2[n] = A[d, n] log2(e) of this channel: written before the first barrier K1, only
+  // read after it.
+  float* A2s = xC + kR * kBwdGroup * kXRow + kR * kCh * N + ch * N;
+  for (int n = sl; n < N; n += kSeg) {
     dA_s[n] = 0.0;
     ecarry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
   }
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
-  double dD_acc = 0.0, db_acc = 0.0;  // lane 0's
+  double dD_acc = 0.0, db_acc = 0.0;  // the segment's first lane's
 
   const int64_t nchunks = (L + kSteps - 1) / kSteps;
   // cp.async groups (p.vec): T of the last chunk's first state group here, then T of the
@@ -781,7 +814,7 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   int grp = 0;  // state groups done so far (the tile buffer parity)
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kSteps;
-    const int64_t s = t0 + lane * kItems;
+    const int64_t s = t0 + sl * kItems;
     const int64_t left = L - s;
     const int cnt = left <= 0 ? 0 : left >= kItems ? kItems : int(left);
     // Per step, over the states: ddt (the A exp(dt A) h_{t-1} part of d out/d dt, summed
@@ -790,6 +823,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
     // dt u B); u itself is read again after the states. The product of a lane's decay
     // factors is exp(A sum_i dt_i), one MUFU per state.
     float dtu[kItems], dt[kItems], dy[kItems], y[kItems], ddt[kItems], dub[kItems], dtsum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) dtu[i] = dt[i] = dy[i] = y[i] = ddt[i] = dub[i] = 0.f;
     if (active) {
       float u[kItems];
       load_items(p.u + row, L, s, p.vec, u);
@@ -803,11 +838,10 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       }
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float v = dt[i] + bias;
-        dt[i] = i < cnt ? (p.softplus ? softplus(v) : v) : 0.f;  // past L: u = dy = dt = 0
+        const float v = dt[i] + bias, sp = softplus(v);  // no branch per step
+        dt[i] = i < cnt ? (p.softplus ? sp : v) : 0.f;  // past L: u = dy = dt = 0
         dtu[i] = dt[i] * u[i];
         dtsum += dt[i];
-        y[i] = ddt[i] = dub[i] = 0.f;
       }
     }
     // The saved state before the chunk: t0 is a multiple of chunk.
@@ -832,11 +866,11 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         mma::cp_async_commit();
       } else {
         __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
-        fill_tile<kItems, kBwdBatch, kBwdGroup>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
-        fill_tile<kItems, kBwdBatch, kBwdGroup>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kBwdBatch, kBwdGroup, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kBwdBatch, kBwdGroup, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
         __syncthreads();  // K2
       }
-      if (active) {
+      if (warp_active) {
         for (int j = 0; j < gn; ++j) {
           const int n = g0 + j;
           const float A2 = A2s[n];
@@ -848,8 +882,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           const float prod = fast_exp2(dtsum * A2);
           {
             float Bv[kItems], Cv[kItems];
-            tile_items<kItems>(Bs + j * kRow, lane, Bv);
-            tile_items<kItems>(Cs + j * kRow, lane, Cv);
+            tile_items<kItems>(Bs + j * kRow, sl, Bv);
+            tile_items<kItems>(Cs + j * kRow, sl, Cv);
 #pragma unroll
             for (int i = 0; i < kItems; ++i) {
               a[i] = fast_exp2(dt[i] * A2);
@@ -860,13 +894,13 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           }
           // Set 0: the states, forward in time; set 1: e, backward (reverse lane order).
           Pair pre[2] = {{prod, fb}, {prod, rb}}, total[2];
-          warp_scans<2u>(pre, total);
+          warp_scans<2u, 2, kSeg>(pre, total);
           const float e_in = ecarry[n];
           __syncwarp();  // ecarry[n]: every lane has read it
-          if (lane == 0) ecarry[n] = total[1].a * e_in + total[1].b;
+          if (sl == 0) ecarry[n] = total[1].a * e_in + total[1].b;
           float Bv[kItems], Cv[kItems], g[kItems];
-          tile_items<kItems>(Bs + j * kRow, lane, Bv);
-          tile_items<kItems>(Cs + j * kRow, lane, Cv);
+          tile_items<kItems>(Bs + j * kRow, sl, Bv);
+          tile_items<kItems>(Cs + j * kRow, sl, Cv);
           // g = dL/dh_t: this step's output term plus what flows back from step t + 1.
           float e = pre[1].a * e_in + pre[1].b;
 #pragma unroll
@@ -876,8 +910,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           }
 
           // This warp's dB, dC terms go out a float4 at a time (registers).
-          float4* tB = reinterpret_cast<float4*>(xB + (warp * kBwdGroup + j) * kRow + lane * kLaneStride<kItems>);
-          float4* tC = reinterpret_cast<float4*>(xC + (warp * kBwdGroup + j) * kRow + lane * kLaneStride<kItems>);
+          float4* tB = reinterpret_cast<float4*>(xB + (warp * kBwdGroup + j) * kXRow + lane * kLaneStride<kItems>);
+          float4* tC = reinterpret_cast<float4*>(xC + (warp * kBwdGroup + j) * kXRow + lane * kLaneStride<kItems>);
           float h = pre[0].a * h_in + pre[0].b, dA_t = 0.f;
 #pragma unroll
           for (int v = 0; v < kItems / 4; ++v) {
@@ -898,14 +932,15 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
             tB[v] = make_float4(xb[0], xb[1], xb[2], xb[3]);
             tC[v] = make_float4(xc[0], xc[1], xc[2], xc[3]);
           }
-          dA_t = warp_sum(dA_t);
-          if (lane == 0) dA_s[n] += double(dA_t);
+          dA_t = segment_sum<kSeg>(dA_t);
+          if (sl == 0) dA_s[n] += double(dA_t);
         }
       }
       __syncthreads();  // K3: every warp's dB/dC terms of the group are written
-      // Steps q .. q + 3 of the chunk, state g0 + j: the block's channels summed in warp order,
-      // then one atomic per step (one vector atomic on sm_90). A thread keeps its q (kThreads
-      // is a multiple of the quads per row); consecutive threads take consecutive quads.
+      // Steps q .. q + 3 of the chunk, state g0 + j: the block's channels summed in channel
+      // order, then one atomic per step (one vector atomic on sm_90). A thread keeps its q
+      // (kThreads is a multiple of the quads per row); consecutive threads take consecutive
+      // quads.
       {
         constexpr int kQuads = kSteps / 4, kRowsPerPass = kThreads / kQuads;
         static_assert(kThreads % kQuads == 0 && kItems % 4 == 0, "a thread keeps one quad of one lane's items");
@@ -915,13 +950,14 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         if (tq < L)
 #pragma unroll 1  // one row's loads in flight at a time (registers: the per-step arrays are live)
           for (int j = tid / kQuads; j < gn; j += kRowsPerPass) {
-            const int at = j * kRow + tile_pos<kItems>(q);
+            const int at = j * kXRow + tile_pos<kItems>(q);
             float4 sB = *reinterpret_cast<const float4*>(xB + at), sC = *reinterpret_cast<const float4*>(xC + at);
 #pragma unroll
-            for (int w = 1; w < kR; ++w) {
-              if (w >= bc.count) break;
-              const float4 vB = *reinterpret_cast<const float4*>(xB + w * kBwdGroup * kRow + at);
-              const float4 vC = *reinterpret_cast<const float4*>(xC + w * kBwdGroup * kRow + at);
+            for (int cc = 1; cc < kR * kCh; ++cc) {
+              if (cc >= bc.count) break;
+              const int off = (cc / kCh) * kBwdGroup * kXRow + (cc % kCh) * kRow + at;
+              const float4 vB = *reinterpret_cast<const float4*>(xB + off);
+              const float4 vC = *reinterpret_cast<const float4*>(xC + off);
               sB = make_float4(sB.x + vB.x, sB.y + vB.y, sB.z + vB.z, sB.w + vB.w);
               sC = make_float4(sC.x + vC.x, sC.y + vC.y, sC.z + vC.z, sC.w + vC.w);
             }
@@ -941,13 +977,17 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           }
       }
     }
-    if (!active) continue;
+    if (!warp_active) continue;
 
     float u[kItems], zz[kItems], dout[kItems];
-    load_items(p.u + row, L, s, p.vec, u);
-    if (p.z) {
-      load_items(p.z + row, L, s, p.vec, zz);
-      load_items(p.dout + row, L, s, p.vec, dout);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) u[i] = zz[i] = dout[i] = 0.f;
+    if (active) {
+      load_items(p.u + row, L, s, p.vec, u);
+      if (p.z) {
+        load_items(p.z + row, L, s, p.vec, zz);
+        load_items(p.dout + row, L, s, p.vec, dout);
+      }
     }
     float dD_t = 0.f, db_t = 0.f;
 #pragma unroll
@@ -965,20 +1005,22 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       dub[i] = dy[i] * Dd + dt[i] * dub[i];  // du
       ddt[i] = dv;
     }
-    store_items(p.du + row, L, s, p.vec, dub);
-    store_items(p.ddelta + row, L, s, p.vec, ddt);
-    if (p.z) store_items(p.dz + row, L, s, p.vec, zz);
-    dD_t = warp_sum(dD_t);
-    db_t = warp_sum(db_t);
-    if (lane == 0) {
+    if (active) {
+      store_items(p.du + row, L, s, p.vec, dub);
+      store_items(p.ddelta + row, L, s, p.vec, ddt);
+      if (p.z) store_items(p.dz + row, L, s, p.vec, zz);
+    }
+    dD_t = segment_sum<kSeg>(dD_t);
+    db_t = segment_sum<kSeg>(db_t);
+    if (sl == 0) {
       dD_acc += double(dD_t);
       db_acc += double(db_t);
     }
   }
-  __syncwarp();  // dA_s: lane 0's last additions before the reads
+  __syncwarp();  // dA_s: the segment's first lane's last additions before the reads
   if (!active) return;
-  for (int n = lane; n < N; n += 32) p.part_dA[r * N + n] = dA_s[n];
-  if (lane == 0) {
+  for (int n = sl; n < N; n += kSeg) p.part_dA[r * N + n] = dA_s[n];
+  if (sl == 0) {
     p.part_dD[r] = dD_acc;
     p.part_db[r] = db_acc;
   }
@@ -1003,8 +1045,8 @@ template <typename T> bool rows_aligned(int64_t L, std::initializer_list<const v
 }
 
 // One block per kR channels of a batch row.
-unsigned channel_blocks(int64_t Bn, int64_t Dn) {
-  const int64_t blocks = Bn * ceil_div(Dn, kR);
+unsigned channel_blocks(int64_t Bn, int64_t Dn, int cpb) {
+  const int64_t blocks = Bn * ceil_div(Dn, cpb);
   HYMBA_CHECK(blocks <= int64_t(INT32_MAX), "selective_scan (blocked): ", Bn, " x ", Dn,
               " channels exceed the grid limit");
   return unsigned(blocks);
@@ -1036,6 +1078,7 @@ struct Inputs : scan_detail::ContiguousInputs {
     p.chunk = chunk;
     p.nc = ceil_div(L, chunk);
     p.dblocks = ceil_div(Dn, kR);
+    p.cpb = kR;
     p.softplus = softplus;
     return p;
   }
@@ -1071,9 +1114,11 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
     p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.out});
     auto launch = [&](auto shape) {
       using Shape = decltype(shape);
-      const size_t smem = forward_smem<T, Shape::kItems>(N);
+      const size_t smem = forward_smem<T, Shape::kItems, Shape::kSeg>(N);
       allow_smem(forward_kernel<T, Shape>, smem, op);
-      forward_kernel<T, Shape><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
+      p.cpb = kR * (32 / Shape::kSeg);
+      p.dblocks = ceil_div(Dn, p.cpb);
+      forward_kernel<T, Shape><<<channel_blocks(Bn, Dn, p.cpb), kThreads, smem, stream()>>>(p);
       HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
                               " bytes of shared memory, forward shape ", impl_name(scan_forward()));
     };
@@ -1081,6 +1126,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
       case ScanForward::Steps16: launch(FwdSteps16{}); break;
       case ScanForward::Steps8States2: launch(FwdSteps8States2{}); break;
       case ScanForward::Steps8Blocks4: launch(FwdSteps8Blocks4{}); break;
+      case ScanForward::Steps16Half: launch(FwdSteps16Half{}); break;
     }
   });
   return {out, last, states};
@@ -1125,11 +1171,21 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
       p.part_db = ptr_of<double>(part_db);
       p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.dout, p.du, p.ddelta, p.dz});
       p.vec_grad = rows_aligned<float>(L, {p.dB, p.dC});
-      const size_t smem = backward_smem<T>(N);
-      allow_smem(backward_kernel<T>, smem, op);
-      backward_kernel<T><<<channel_blocks(Bn, Dn), kThreads, smem, stream()>>>(p);
-      HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
-                              " bytes of shared memory");
+      auto launch = [&](auto seg) {
+        constexpr int kSeg = decltype(seg)::value;
+        p.cpb = kR * (32 / kSeg);
+        p.dblocks = ceil_div(Dn, p.cpb);
+        const size_t smem = backward_smem<T, kSeg>(N);
+        allow_smem(backward_kernel<T, kSeg>, smem, op);
+        backward_kernel<T, kSeg><<<channel_blocks(Bn, Dn, p.cpb), kThreads, smem, stream()>>>(p);
+        HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
+                                " bytes of shared memory, ", kSeg, " lanes per channel");
+      };
+      // Half-warp channels walk 128-step chunks, each of which must start at a saved state.
+      if (scan_backward() == ScanBackward::Steps8Half && (16 * kBwdItems) % chunk == 0)
+        launch(std::integral_constant<int, 16>{});
+      else
+        launch(std::integral_constant<int, 32>{});
     }
   });
   scan_detail::reduce_param_grads(part_dA, part_dD, part_db, gr, op);

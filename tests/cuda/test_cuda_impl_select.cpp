@@ -43,8 +43,13 @@ TEST(CudaImplSelect, DefaultsAreTheFastKernels) {
   if (std::getenv("HYMBA_CUDA_SCAN_FORWARD") == nullptr) {
     EXPECT_EQ(scan_forward(), ScanForward::Steps16);
   }
+  if (std::getenv("HYMBA_CUDA_SCAN_BACKWARD") == nullptr) {
+    EXPECT_EQ(scan_backward(), ScanBackward::Steps8Half);
+  }
   const ImplGuard<ScanForward> shape(ScanForward::Steps8Blocks4);
   EXPECT_EQ(scan_forward(), ScanForward::Steps8Blocks4);
+  const ImplGuard<ScanBackward> bwd_shape(ScanBackward::Steps8);
+  EXPECT_EQ(scan_backward(), ScanBackward::Steps8);
 }
 
 TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
@@ -55,6 +60,9 @@ TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps16)), "steps16");
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps8States2)), "steps8x2");
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps8Blocks4)), "steps8b4");
+  EXPECT_EQ(std::string(impl_name(ScanForward::Steps16Half)), "steps16h");
+  EXPECT_EQ(std::string(impl_name(ScanBackward::Steps8Half)), "steps8h");
+  EXPECT_EQ(std::string(impl_name(ScanBackward::Steps8)), "steps8");
 }
 
 }  // namespace

@@ -426,14 +426,16 @@ Tensor misaligned_copy(const Tensor& t) {
   return v;
 }
 
-// The blocked forward's three shapes (kernels/cuda_impl.h, ScanForward): 8 steps per lane
-// (256-step chunks), two states at once (odd N leaves one to walk alone), 4 blocks per SM.
+// The blocked forward's shapes (kernels/cuda_impl.h, ScanForward): 8 steps per lane
+// (256-step chunks), two states at once (odd N leaves one to walk alone), 4 blocks per SM, two
+// channels per warp (D = 3 and 5 leave a warp with one real channel and one past D).
 // Save intervals below, at and above 8 steps; L ending inside, at and past a lane; bf16.
 TEST(CudaSelectiveScan, BlockedForwardShapes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
   uint64_t seed = 1500;
-  for (ScanForward shape : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4}) {
+  for (ScanForward shape : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4,
+                            ScanForward::Steps16Half}) {
     SCOPED_TRACE(impl_name(shape));
     ImplGuard<ScanForward> fwd(shape);
     check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);

@@ -94,10 +94,21 @@ inline float emu_shfl(float v, F src_of) {
   w.bar.arrive_and_wait();
   return r;
 }
-inline float __shfl_xor_sync(unsigned, float v, int off) { return emu_shfl(v, [&](int l) { return l ^ off; }); }
-inline float __shfl_up_sync(unsigned, float v, unsigned d) { return emu_shfl(v, [&](int l) { return l - int(d); }); }
-inline float __shfl_down_sync(unsigned, float v, unsigned d) { return emu_shfl(v, [&](int l) { return l + int(d); }); }
-inline float __shfl_sync(unsigned, float v, int src) { return emu_shfl(v, [&](int) { return src & 31; }); }
+// width (a power of 2 up to 32) splits the warp into segments of width lanes, as in CUDA: up
+// and down stay inside the lane's segment (a source outside it gives the lane's own value),
+// idx reads lane src % width of the segment.
+inline float __shfl_xor_sync(unsigned, float v, int off, int width = 32) {
+  return emu_shfl(v, [&](int l) { return (l ^ off) / width == l / width ? l ^ off : l; });
+}
+inline float __shfl_up_sync(unsigned, float v, unsigned d, int width = 32) {
+  return emu_shfl(v, [&](int l) { return l % width >= int(d) ? l - int(d) : l; });
+}
+inline float __shfl_down_sync(unsigned, float v, unsigned d, int width = 32) {
+  return emu_shfl(v, [&](int l) { return l % width + int(d) < width ? l + int(d) : l; });
+}
+inline float __shfl_sync(unsigned, float v, int src, int width = 32) {
+  return emu_shfl(v, [&](int l) { return l / width * width + (src & (width - 1)); });
+}
 inline double __shfl_xor_sync(unsigned, double v, int off) {
   WarpCtx& w = emu_warp();
   const int l = emu_lane();

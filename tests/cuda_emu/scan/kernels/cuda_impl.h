@@ -1,6 +1,7 @@
-// Emulated kernels/cuda_impl.h (tests/cuda_emu): only the blocked scan's forward shape, read
-// from HYMBA_CUDA_SCAN_FORWARD as the real switch reads it (scripts/emulate-cuda-kernels.sh
-// runs the scan driver once per shape). prep.py checks that the enum is still the real one.
+// Emulated kernels/cuda_impl.h (tests/cuda_emu): only the blocked scan's forward and backward
+// shapes, read from HYMBA_CUDA_SCAN_FORWARD / _BACKWARD as the real switch reads them
+// (scripts/emulate-cuda-kernels.sh runs the scan driver once per shape). prep.py checks that
+// the enums are still the real ones.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -10,17 +11,33 @@ enum class ScanForward {
   Steps16,        // 16 steps per lane, one state at a time, 3 blocks per SM (measured)
   Steps8States2,  // 8 steps per lane, two states at once (interleaved chains and scans)
   Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
+  Steps16Half,    // 16 steps per lane, two channels per warp (a half-warp each), 3 blocks per SM
+};
+enum class ScanBackward {
+  Steps8Half,  // 8 steps per lane, two channels per warp (a half-warp each)
+  Steps8,      // 8 steps per lane, a warp per channel
 };
 // emu-only:begin
 inline const char* impl_name(ScanForward s) {
-  return s == ScanForward::Steps16 ? "steps16" : s == ScanForward::Steps8States2 ? "steps8x2" : "steps8b4";
+  return s == ScanForward::Steps16         ? "steps16"
+         : s == ScanForward::Steps8States2 ? "steps8x2"
+         : s == ScanForward::Steps8Blocks4 ? "steps8b4"
+                                           : "steps16h";
 }
 inline ScanForward scan_forward() {
   const char* v = std::getenv("HYMBA_CUDA_SCAN_FORWARD");
   if (v == nullptr || *v == '\0') return ScanForward::Steps16;
-  for (ScanForward s : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4})
+  for (ScanForward s : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4,
+                        ScanForward::Steps16Half})
     if (std::strcmp(v, impl_name(s)) == 0) return s;
   std::fprintf(stderr, "emu: HYMBA_CUDA_SCAN_FORWARD='%s' is not a forward shape\n", v);
+  std::exit(2);
+}
+inline ScanBackward scan_backward() {
+  const char* v = std::getenv("HYMBA_CUDA_SCAN_BACKWARD");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "steps8h") == 0) return ScanBackward::Steps8Half;
+  if (std::strcmp(v, "steps8") == 0) return ScanBackward::Steps8;
+  std::fprintf(stderr, "emu: HYMBA_CUDA_SCAN_BACKWARD='%s' is not a backward shape\n", v);
   std::exit(2);
 }
 // emu-only:end
