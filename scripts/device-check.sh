@@ -468,7 +468,7 @@ source_profile() {
       "$bench" --filter 'selective_scan fwd+bwd [blocked]' --reps 2 || return 1
   done
   local shape
-  for shape in steps8x2 steps8b4; do
+  for shape in steps16h steps8b4; do
     echo "==== selective scan [blocked $shape] f32: forward_kernel"
     ncu "${common[@]}" -k 'regex:^forward_kernel' --launch-skip 2 --launch-count 1 \
       "$bench" --filter "selective_scan fwd [blocked $shape]" --reps 2 || return 1
