@@ -562,13 +562,13 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     const bool check = impl != KC::ScanImpl::Sequential;
     // The blocked forward in each of its shapes (kernels/cuda_impl.h, ScanForward): the
     // default keeps the plain [blocked] tag, the others are timed to pick the next default.
-    std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16};
+    std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16Half};
     if (check)
-      shapes = {KC::ScanForward::Steps16, KC::ScanForward::Steps8States2, KC::ScanForward::Steps8Blocks4,
-                KC::ScanForward::Steps16Half};
+      shapes = {KC::ScanForward::Steps16Half, KC::ScanForward::Steps16, KC::ScanForward::Steps8States2,
+                KC::ScanForward::Steps8Blocks4};
     for (const KC::ScanForward fwd_shape : shapes) {
       const KC::ImplGuard<KC::ScanForward> use_shape(fwd_shape);
-      const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16
+      const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16Half
                                       ? tag
                                       : std::string(" [blocked ") + KC::impl_name(fwd_shape) + "]";
       b.run("selective_scan fwd" + fwd_tag, shape, dt, [&](Row& r) {

@@ -53,7 +53,7 @@ constexpr std::initializer_list<const char*> kScanBackwardNames = {"steps8h", "s
 // (kernels/cuda_impl.h); the forward shape measured there.
 constexpr ScanImpl kDefaultScan = ScanImpl::Blocked;
 constexpr AttentionImpl kDefaultAttention = AttentionImpl::Mma;
-constexpr ScanForward kDefaultScanForward = ScanForward::Steps16;
+constexpr ScanForward kDefaultScanForward = ScanForward::Steps16Half;
 constexpr ScanBackward kDefaultScanBackward = ScanBackward::Steps8Half;
 
 const char* name_at(std::initializer_list<const char*> names, int i) { return names.begin()[i]; }

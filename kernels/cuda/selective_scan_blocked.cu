@@ -1,18 +1,18 @@
 // The blocked CUDA selective scan (kernels/cuda/selective_scan_blocked.h): Mamba's design (a
-// parallel scan over time) with kR = 4 channels per block that share their B and C loads and
-// their dB, dC atomics.
+// parallel scan over time) with kR = 4 warps per block whose channels share their B and C
+// loads and their dB, dC atomics.
 //
-// A block holds the channels d0 .. d0 + kR - 1 of one batch row b, one warp per channel (the
-// warps of channels past D, in the block that holds the tail D % kR, only help with the shared
-// loads and sums). The block walks the sequence in time chunks of 32 * kItems steps
-// (kItems = 16 forward by default, 512 steps, or 8 (FwdShape); 8 backward: 256), chunk after
-// chunk; lane k of a warp holds
-// steps [k * kItems, (k + 1) * kItems) of the chunk of its channel in registers. The
-// recurrence h_t = a_t h_{t-1} + b_t is the composition of the affine maps h -> a_t h + b_t,
-// an associative operation on pairs, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2). Per state
-// n each lane composes its own items, the warp scans those per-lane maps with shuffles, and
-// each lane walks its items again from the state its prefix gives. The map of the whole chunk
-// carries the state into the next chunk.
+// A block holds consecutive channels of one batch row b: one per warp, or two per warp on
+// half-warps (kSeg = 16 lanes per channel, the default shapes of both passes: FwdShape,
+// backward_kernel). Channels past D, in the block that holds the tail of D, walk identity maps
+// and read and write nothing. The block walks the sequence in time chunks of kSeg * kItems
+// steps (by default 16 x 16 = 256 forward and 16 x 8 = 128 backward), chunk after chunk; lane
+// k of a channel's segment holds steps [k * kItems, (k + 1) * kItems) of the chunk in
+// registers. The recurrence h_t = a_t h_{t-1} + b_t is the composition of the affine maps
+// h -> a_t h + b_t, an associative operation on pairs, (a1, b1) then (a2, b2) = (a1 a2,
+// a2 b1 + b2). Per state n each lane composes its own items, the segment scans those per-lane
+// maps with shuffles, and each lane walks its items again from the state its prefix gives. The
+// map of the whole chunk carries the state into the next chunk.
 //
 // B[b, n, chunk] and C[b, n, chunk] are the same for the kR channels: the block loads them once
 // per time chunk into shared tiles (coalesced, 16-byte vectors where aligned), kFwdGroup or
@@ -49,10 +49,10 @@
 // Shared-memory hazards: the comment at each buffer names the barriers (block or warp) that
 // separate its writes from the reads before and after them.
 //
-// Traffic at the Hymba shape (B 8, D 3200, N 16, L 2176, f32): 6400 blocks; the B, C tiles
-// bring 2 x 800 x 8 x 16 x 2176 x 4 B = 1.8 GB from L2 per direction (a block per channel
-// read 7.1 GB), and the backward adds 2 x 800 x 8 x 16 x 2176 = 0.45 G fp32 values atomically
-// (1.8 GB; 0.11 G vector atomics on sm_90; 1.8 G atomics with a block per channel).
+// Traffic at the Hymba shape (B 8, D 3200, N 16, L 2176, f32), with 8 channels per block
+// (half-warps): 3200 blocks; the B, C tiles bring 2 x 400 x 8 x 16 x 2176 x 4 B = 0.9 GB from
+// L2 per direction (a block per channel would read 7.1 GB), and the backward adds
+// 2 x 400 x 8 x 16 x 2176 = 0.22 G fp32 values atomically (56 M vector atomics on sm_90).
 #include "kernels/cuda/selective_scan_blocked.h"
 
 #include <initializer_list>
@@ -79,13 +79,13 @@ constexpr int kThreads = 32 * kR;
 constexpr int kBwdItems = 8;
 static_assert(kBwdItems % 8 == 0);
 // The forward's shapes (ScanForward, kernels/cuda_impl.h): steps per lane, states a
-// warp walks at once (their FMA chains and warp scans interleave), and the blocks per SM the
-// register cap is sized for. Default: 16 steps, one state, 3 blocks (the one measured: issue
-// bound at 12 warps per SM, bench/RESULTS.md); the other two trade more scan work per step
-// (8 steps per lane) for more independent work per warp or more warps per SM.
-// kSeg: the lanes per channel, 32 (a warp per channel) or 16 (two channels per warp, each
-// on a half-warp: half the time chunk for the same steps per lane, so less of the last
-// chunk is padding past L, and scans of 4 shuffle rounds instead of 5).
+// warp walks at once (their FMA chains and warp scans interleave), the blocks per SM the
+// register cap is sized for, and kSeg, the lanes per channel: 32 (a warp per channel) or 16
+// (two channels per warp, each on a half-warp: half the time chunk for the same steps per
+// lane, so less of the last chunk is padding past L, and scans of 4 shuffle rounds instead of
+// 5). Default: 16 steps, one state, 3 blocks, half-warps, the fastest on an H100 (f32 1.20 ms
+// against 1.37-1.41 ms for the others at the Hymba-1.5B shape, bench/RESULTS.md); 8 steps per
+// lane trade more scan work per step for more independent work per warp or more warps per SM.
 template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32> struct FwdShape {
   static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_, kSeg = kSeg_;
   static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2) && (kSeg == 32 || kSeg == 16));

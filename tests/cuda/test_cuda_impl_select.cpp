@@ -41,7 +41,7 @@ TEST(CudaImplSelect, DefaultsAreTheFastKernels) {
     EXPECT_EQ(attention_impl(), AttentionImpl::Mma);
   }
   if (std::getenv("HYMBA_CUDA_SCAN_FORWARD") == nullptr) {
-    EXPECT_EQ(scan_forward(), ScanForward::Steps16);
+    EXPECT_EQ(scan_forward(), ScanForward::Steps16Half);
   }
   if (std::getenv("HYMBA_CUDA_SCAN_BACKWARD") == nullptr) {
     EXPECT_EQ(scan_backward(), ScanBackward::Steps8Half);

@@ -37,6 +37,7 @@ namespace {
 using ::testing::HasSubstr;
 
 using kernels::cuda::ImplGuard;
+using kernels::cuda::ScanBackward;
 using kernels::cuda::ScanForward;
 using kernels::cuda::ScanImpl;
 using kernels::cuda::impl_name;
@@ -443,6 +444,25 @@ TEST(CudaSelectiveScan, BlockedForwardShapes) {
     check_case({2, 3, 3, 257, true, false, true, true, 4}, DType::F32, seed++);
     check_case({1, 3, 5, 528, true, true, true, true, 8}, DType::F32, seed++);
     check_case({1, 2, 40, 300, true, true, false, true, 16}, DType::F32, seed++);
+    check_case({1, 4, 1, 7, false, false, false, false}, DType::F32, seed++);
+    check_case({2, 3, 16, 600, true, true, true, true}, DType::BF16, seed++);
+  }
+}
+
+// The blocked backward's shapes (ScanBackward): two channels per warp (128-step chunks; a save
+// interval of 256 falls back to a warp per channel) and a warp per channel; D = 3, 5 and 9
+// leave a warp with one channel past D; awkward L, N and save intervals; bf16.
+TEST(CudaSelectiveScan, BlockedBackwardShapes) {
+  HYMBA_REQUIRE_GPU();
+  ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
+  uint64_t seed = 1700;
+  for (ScanBackward shape : {ScanBackward::Steps8Half, ScanBackward::Steps8}) {
+    SCOPED_TRACE(impl_name(shape));
+    ImplGuard<ScanBackward> bwd(shape);
+    check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);
+    check_case({1, 5, 17, 600, true, true, true, true}, DType::F32, seed++);
+    check_case({2, 3, 3, 257, true, false, true, true, 4}, DType::F32, seed++);
+    check_case({1, 9, 5, 300, true, true, true, true, 256}, DType::F32, seed++);
     check_case({1, 4, 1, 7, false, false, false, false}, DType::F32, seed++);
     check_case({2, 3, 16, 600, true, true, true, true}, DType::BF16, seed++);
   }
