@@ -444,14 +444,20 @@ profile_kernels() {
   ncu --clock-control none "${sections[@]}" -k 'regex:mma_fwd_kernel|attn_mma_bwd_(dkdv|dq)_kernel' \
     --launch-skip 3 --launch-count 3 "$bench" --filter 'attention swa fwd+bwd [mma]' --reps 3
 }
-if [ "$PROFILE" -eq 1 ]; then
+# ncu_step NAME FUNCTION LOG MAX: a profiling step (the shell function under run_step), when
+# ncu and bench_gpu are there.
+ncu_step() {
+  local name=$1 func=$2 log=$3 max=$4
   if command -v ncu >/dev/null && usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
-    export -f profile_kernels
-    run_step profile 150 5 "file:$PROFILE_LOG" bash -c profile_kernels || true
+    export -f "$func"
+    run_step "$name" "$max" 5 "file:$log" bash -c "$func" || true
   else
-    say "profile: ncu or bench_gpu missing"
-    record profile "not run" 0
+    say "$name: ncu or bench_gpu missing"
+    record "$name" "not run" 0
   fi
+}
+if [ "$PROFILE" -eq 1 ]; then
+  ncu_step profile profile_kernels "$PROFILE_LOG" 150
 fi
 
 # ---- source profile: where the scan kernels' issue slots and stalls go, per SASS instruction ----
@@ -475,13 +481,7 @@ source_profile() {
   done
 }
 if [ "$SOURCE_PROFILE" -eq 1 ]; then
-  if command -v ncu >/dev/null && usable bench_gpu "$ROOT/$BUILD/bench/bench_gpu"; then
-    export -f source_profile
-    run_step source_profile 120 5 "file:$SOURCE_LOG" bash -c source_profile || true
-  else
-    say "source_profile: ncu or bench_gpu missing"
-    record source_profile "not run" 0
-  fi
+  ncu_step source_profile source_profile "$SOURCE_LOG" 120
 fi
 
 # ---- summary, printed last ----
