@@ -13,8 +13,8 @@
 //
 // Defaults: the fast kernels (they have passed the CUDA tests on an H100). Environment (read once, on
 // first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma,
-// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4|steps16h,
-// HYMBA_CUDA_SCAN_BACKWARD=steps8h|steps8; any other value is an error naming the
+// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4|steps16h|steps16q,
+// HYMBA_CUDA_SCAN_BACKWARD=steps8h|steps8|steps8q; any other value is an error naming the
 // variable. Both kernels of a family honour the same contract
 // (kernels/selective_scan.h, kernels/attention.h), including the layout of the scan's
 // chunk_states, so a forward run with one and a backward with the other is still correct.
@@ -44,13 +44,16 @@ enum class ScanForward {
   Steps8States2,  // 8 steps per lane, two states at once (interleaved chains and scans)
   Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
   Steps16Half,    // 16 steps per lane, two channels per warp (a half-warp each), 3 blocks per SM: the fastest
+  Steps16Quarter,  // 16 steps per lane, four channels per warp (8 lanes each), 3 blocks per SM
 };
-// The blocked scan's backward shape (backward_kernel's kSeg): 8 steps per lane, two channels
-// per warp (128-step chunks, which need a save interval dividing 128; other intervals run
-// Steps8) or a warp per channel (256-step chunks).
+// The blocked scan's backward shape (backward_kernel's kSeg): 8 steps per lane, and two
+// channels per warp (128-step chunks), a warp per channel (256) or four per warp (64). A
+// chunk must start at a saved state: with a save interval that does not divide the chunk,
+// the kernel takes the next wider shape that it divides.
 enum class ScanBackward {
-  Steps8Half,  // 8 steps per lane, two channels per warp (a half-warp each)
-  Steps8,      // 8 steps per lane, a warp per channel
+  Steps8Half,     // 8 steps per lane, two channels per warp (a half-warp each)
+  Steps8,         // 8 steps per lane, a warp per channel
+  Steps8Quarter,  // 8 steps per lane, four channels per warp (8 lanes each)
 };
 
 ScanImpl scan_impl();

@@ -83,7 +83,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 status=0
 # The scan runs once per forward shape (HYMBA_CUDA_SCAN_FORWARD, kernels/cuda_impl.h) with the
-# default backward shape, and once more with the other backward shape (HYMBA_CUDA_SCAN_BACKWARD).
+# default backward shape, and once more per other backward shape (HYMBA_CUDA_SCAN_BACKWARD).
 for k in $kernels; do
   if [ $quick = 1 ]; then
     modes=quick
@@ -91,7 +91,8 @@ for k in $kernels; do
     case $k in fwd) modes="grid configs edge" ;; bwd) modes=all ;; scan) modes="grid edge bf16" ;; esac
   fi
   case $k in
-    scan) shapes="steps16/steps8h steps8x2/steps8h steps8b4/steps8h steps16h/steps8h steps16/steps8" ;;
+    scan) shapes="steps16h/steps8h steps16/steps8h steps8x2/steps8h steps8b4/steps8h steps16q/steps8h steps16/steps8
+      steps16q/steps8q" ;;
     *) shapes="-" ;;
   esac
   for shape in $shapes; do

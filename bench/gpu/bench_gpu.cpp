@@ -565,7 +565,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16Half};
     if (check)
       shapes = {KC::ScanForward::Steps16Half, KC::ScanForward::Steps16, KC::ScanForward::Steps8States2,
-                KC::ScanForward::Steps8Blocks4};
+                KC::ScanForward::Steps8Blocks4, KC::ScanForward::Steps16Quarter};
     for (const KC::ScanForward fwd_shape : shapes) {
       const KC::ImplGuard<KC::ScanForward> use_shape(fwd_shape);
       const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16Half
@@ -588,7 +588,8 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     }
     // The blocked backward in each of its shapes (ScanBackward): the default keeps the tag.
     std::vector<KC::ScanBackward> bwd_shapes = {KC::ScanBackward::Steps8Half};
-    if (check) bwd_shapes = {KC::ScanBackward::Steps8Half, KC::ScanBackward::Steps8};
+    if (check)
+      bwd_shapes = {KC::ScanBackward::Steps8Half, KC::ScanBackward::Steps8, KC::ScanBackward::Steps8Quarter};
     for (const KC::ScanBackward bwd_shape : bwd_shapes) {
       const KC::ImplGuard<KC::ScanBackward> use_bwd(bwd_shape);
       const std::string bwd_tag = bwd_shape == KC::ScanBackward::Steps8Half

@@ -80,20 +80,23 @@ constexpr int kBwdItems = 8;
 static_assert(kBwdItems % 8 == 0);
 // The forward's shapes (ScanForward, kernels/cuda_impl.h): steps per lane, states a
 // warp walks at once (their FMA chains and warp scans interleave), the blocks per SM the
-// register cap is sized for, and kSeg, the lanes per channel: 32 (a warp per channel) or 16
+// register cap is sized for, and kSeg, the lanes per channel: 32 (a warp per channel), 16
 // (two channels per warp, each on a half-warp: half the time chunk for the same steps per
 // lane, so less of the last chunk is padding past L, and scans of 4 shuffle rounds instead of
-// 5). Default: 16 steps, one state, 3 blocks, half-warps, the fastest on an H100 (f32 1.20 ms
-// against 1.37-1.41 ms for the others at the Hymba-1.5B shape, bench/RESULTS.md); 8 steps per
-// lane trade more scan work per step for more independent work per warp or more warps per SM.
+// 5) or 8 (four per warp, 3 rounds). Default: 16 steps, one state, 3 blocks, half-warps, the
+// fastest on an H100 (f32 1.20 ms against 1.37-1.41 ms for the 32-lane shapes at the
+// Hymba-1.5B shape, bench/RESULTS.md; 8 lanes not measured yet); 8 steps per lane trade more
+// scan work per step for more independent work per warp or more warps per SM.
 template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32> struct FwdShape {
   static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_, kSeg = kSeg_;
-  static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2) && (kSeg == 32 || kSeg == 16));
+  static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2));
+  static_assert(kSeg == 32 || kSeg == 16 || kSeg == 8);
 };
 using FwdSteps16 = FwdShape<16, 1, 3>;
 using FwdSteps8States2 = FwdShape<8, 2, 3>;
 using FwdSteps8Blocks4 = FwdShape<8, 1, 4>;
 using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
+using FwdSteps16Quarter = FwdShape<16, 1, 3, 8>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
 // backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
 // is that of 2 blocks (no spills; 3 would spill, for nothing).
@@ -1127,6 +1130,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
       case ScanForward::Steps8States2: launch(FwdSteps8States2{}); break;
       case ScanForward::Steps8Blocks4: launch(FwdSteps8Blocks4{}); break;
       case ScanForward::Steps16Half: launch(FwdSteps16Half{}); break;
+      case ScanForward::Steps16Quarter: launch(FwdSteps16Quarter{}); break;
     }
   });
   return {out, last, states};
@@ -1181,8 +1185,16 @@ SelectiveScanGrads backward(const Tensor& dout_in, const Tensor& u_in, const Ten
         HYMBA_CUDA_CHECK_LAUNCH(op, " u ", u_in.meta_str(), ", A ", shape_str(A_in.shape()), ", ", smem,
                                 " bytes of shared memory, ", kSeg, " lanes per channel");
       };
-      // Half-warp channels walk 128-step chunks, each of which must start at a saved state.
-      if (scan_backward() == ScanBackward::Steps8Half && (16 * kBwdItems) % chunk == 0)
+      // A chunk of kSeg x kBwdItems steps must start at a saved state: the requested lanes per
+      // channel, or more until the save interval divides the chunk (32 always works:
+      // supports()).
+      int seg = scan_backward() == ScanBackward::Steps8Quarter ? 8
+                : scan_backward() == ScanBackward::Steps8Half  ? 16
+                                                               : 32;
+      while (seg < 32 && (seg * kBwdItems) % chunk != 0) seg *= 2;
+      if (seg == 8)
+        launch(std::integral_constant<int, 8>{});
+      else if (seg == 16)
         launch(std::integral_constant<int, 16>{});
       else
         launch(std::integral_constant<int, 32>{});

@@ -429,14 +429,14 @@ Tensor misaligned_copy(const Tensor& t) {
 
 // The blocked forward's shapes (kernels/cuda_impl.h, ScanForward): 8 steps per lane
 // (256-step chunks), two states at once (odd N leaves one to walk alone), 4 blocks per SM, two
-// channels per warp (D = 3 and 5 leave a warp with one real channel and one past D).
+// or four channels per warp (D = 3 and 5 leave a warp with channels past D).
 // Save intervals below, at and above 8 steps; L ending inside, at and past a lane; bf16.
 TEST(CudaSelectiveScan, BlockedForwardShapes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
   uint64_t seed = 1500;
   for (ScanForward shape : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4,
-                            ScanForward::Steps16Half}) {
+                            ScanForward::Steps16Half, ScanForward::Steps16Quarter}) {
     SCOPED_TRACE(impl_name(shape));
     ImplGuard<ScanForward> fwd(shape);
     check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);
@@ -449,20 +449,22 @@ TEST(CudaSelectiveScan, BlockedForwardShapes) {
   }
 }
 
-// The blocked backward's shapes (ScanBackward): two channels per warp (128-step chunks; a save
-// interval of 256 falls back to a warp per channel) and a warp per channel; D = 3, 5 and 9
-// leave a warp with one channel past D; awkward L, N and save intervals; bf16.
+// The blocked backward's shapes (ScanBackward): two channels per warp (128-step chunks), a
+// warp per channel, four per warp (64-step chunks); save intervals that do not divide the
+// chunk (128, 256) fall back to wider shapes; D = 3, 5 and 9 leave warps with channels past
+// D; awkward L and N; bf16.
 TEST(CudaSelectiveScan, BlockedBackwardShapes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
   uint64_t seed = 1700;
-  for (ScanBackward shape : {ScanBackward::Steps8Half, ScanBackward::Steps8}) {
+  for (ScanBackward shape : {ScanBackward::Steps8Half, ScanBackward::Steps8, ScanBackward::Steps8Quarter}) {
     SCOPED_TRACE(impl_name(shape));
     ImplGuard<ScanBackward> bwd(shape);
     check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);
     check_case({1, 5, 17, 600, true, true, true, true}, DType::F32, seed++);
     check_case({2, 3, 3, 257, true, false, true, true, 4}, DType::F32, seed++);
     check_case({1, 9, 5, 300, true, true, true, true, 256}, DType::F32, seed++);
+    check_case({1, 6, 4, 400, true, true, true, true, 128}, DType::F32, seed++);
     check_case({1, 4, 1, 7, false, false, false, false}, DType::F32, seed++);
     check_case({2, 3, 16, 600, true, true, true, true}, DType::BF16, seed++);
   }
