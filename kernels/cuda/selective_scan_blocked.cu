@@ -954,15 +954,34 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
 #pragma unroll 1  // one row's loads in flight at a time (registers: the per-step arrays are live)
           for (int j = tid / kQuads; j < gn; j += kRowsPerPass) {
             const int at = j * kXRow + tile_pos<kItems>(q);
-            float4 sB = *reinterpret_cast<const float4*>(xB + at), sC = *reinterpret_cast<const float4*>(xC + at);
+            auto term = [&](const float* x, int cc) {
+              return *reinterpret_cast<const float4*>(x + (cc / kCh) * kBwdGroup * kXRow + (cc % kCh) * kRow + at);
+            };
+            auto add = [](float4 u4, float4 v4) {
+              return make_float4(u4.x + v4.x, u4.y + v4.y, u4.z + v4.z, u4.w + v4.w);
+            };
+            float4 sB = term(xB, 0), sC = term(xC, 0);
+            if (bc.count == kR * kCh) {
+              // Every channel of the block is real (all blocks but a tail): all of a row's loads
+              // are issued before the sums, instead of one load's latency per channel; the same
+              // sums in the same order.
+              float4 vB[kR * kCh], vC[kR * kCh];
 #pragma unroll
-            for (int cc = 1; cc < kR * kCh; ++cc) {
-              if (cc >= bc.count) break;
-              const int off = (cc / kCh) * kBwdGroup * kXRow + (cc % kCh) * kRow + at;
-              const float4 vB = *reinterpret_cast<const float4*>(xB + off);
-              const float4 vC = *reinterpret_cast<const float4*>(xC + off);
-              sB = make_float4(sB.x + vB.x, sB.y + vB.y, sB.z + vB.z, sB.w + vB.w);
-              sC = make_float4(sC.x + vC.x, sC.y + vC.y, sC.z + vC.z, sC.w + vC.w);
+              for (int cc = 1; cc < kR * kCh; ++cc) vB[cc] = term(xB, cc);
+#pragma unroll
+              for (int cc = 1; cc < kR * kCh; ++cc) vC[cc] = term(xC, cc);
+#pragma unroll
+              for (int cc = 1; cc < kR * kCh; ++cc) {
+                sB = add(sB, vB[cc]);
+                sC = add(sC, vC[cc]);
+              }
+            } else {
+#pragma unroll
+              for (int cc = 1; cc < kR * kCh; ++cc) {
+                if (cc >= bc.count) break;
+                sB = add(sB, term(xB, cc));
+                sC = add(sC, term(xC, cc));
+              }
             }
             const int64_t at_g = (b * N + g0 + j) * L + tq;
             if (vec) {

@@ -73,13 +73,19 @@ static std::vector<C> cases_of(const std::string& mode) {
     cs.push_back({2, 3, 528, 3, 16, false, true, true, true, DType::F32});
     cs.push_back({1, 3, 600, 5, 8, true, true, true, true, DType::F32});
     cs.push_back({1, 2, 520, 2, 4, true, false, true, true, DType::F32});
+    // Full blocks of every shape (4, 8 or 16 channels per block) beside a tail block: the
+    // backward's dB/dC sum takes another path when every channel of its block is real.
+    cs.push_back({1, 17, 300, 5, 64, true, true, true, true, DType::F32});
+    cs.push_back({2, 16, 257, 16, 64, true, false, true, true, DType::F32});
   } else if (mode == "bf16") {
     cs.push_back({2, 3, 600, 16, 64, true, true, true, true, DType::BF16});
+    cs.push_back({1, 17, 300, 16, 64, true, true, true, true, DType::BF16});
     cs.push_back({1, 5, 257, 17, 256, false, false, false, false, DType::BF16});
     cs.push_back({1, 6, 256, 16, 1, true, true, false, true, DType::BF16});
   } else if (mode == "quick") {
     cs.push_back({1, 5, 600, 17, 64, true, true, true, true, DType::F32});
     cs.push_back({2, 3, 257, 16, 1, false, false, false, false, DType::F32});
+    cs.push_back({1, 17, 130, 4, 64, true, true, true, true, DType::F32});  // full blocks and a tail
   } else {
     std::fprintf(stderr, "emu_scan: unknown mode %s (grid, edge, bf16, quick)\n", mode.c_str());
     std::exit(2);
