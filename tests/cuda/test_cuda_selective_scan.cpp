@@ -452,7 +452,7 @@ TEST(CudaSelectiveScan, BlockedForwardShapes) {
 // The blocked backward's shapes (ScanBackward): two channels per warp (128-step chunks), a
 // warp per channel, four per warp (64-step chunks); save intervals that do not divide the
 // chunk (128, 256) fall back to wider shapes; D = 3, 5 and 9 leave warps with channels past
-// D; awkward L and N; bf16.
+// D, D = 17 has full blocks of every shape beside a tail; awkward L and N; bf16.
 TEST(CudaSelectiveScan, BlockedBackwardShapes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
@@ -465,6 +465,7 @@ TEST(CudaSelectiveScan, BlockedBackwardShapes) {
     check_case({2, 3, 3, 257, true, false, true, true, 4}, DType::F32, seed++);
     check_case({1, 9, 5, 300, true, true, true, true, 256}, DType::F32, seed++);
     check_case({1, 6, 4, 400, true, true, true, true, 128}, DType::F32, seed++);
+    check_case({1, 17, 16, 600, true, true, true, true}, DType::F32, seed++);  // full blocks of every shape
     check_case({1, 4, 1, 7, false, false, false, false}, DType::F32, seed++);
     check_case({2, 3, 16, 600, true, true, true, true}, DType::BF16, seed++);
   }
