@@ -17,7 +17,7 @@
 #            --profile (after bench_gpu: Nsight Compute's speed-of-light, occupancy, memory and
 #              warp-state sections of the fast scan and attention kernels at Hymba-1.5B sizes)
 #            --source-profile (after that: per-SASS-instruction samples and stall reasons of the
-#              f32 blocked scan forward and backward, and of the forward's other shapes, into
+#              f32 blocked scan forward and backward, and of two other forward shapes, into
 #              scan-source.txt)
 #
 # Steps: env (nvidia-smi, nvcc, cmake, compiler), nccl (nccl.h and libnccl in the CUDA
@@ -467,17 +467,14 @@ source_profile() {
   local bench=$ROOT/$BUILD/bench/bench_gpu
   local -a common=(--clock-control none --section SourceCounters --section WarpStateStats --page source
     --print-source sass --csv)
-  local k
-  for k in forward backward; do
-    echo "==== selective scan [blocked] f32: ${k}_kernel"
-    ncu "${common[@]}" -k "regex:^${k}_kernel" --launch-skip 2 --launch-count 1 \
-      "$bench" --filter 'selective_scan fwd+bwd [blocked]' --reps 2 || return 1
-  done
-  local shape
-  for shape in steps16h steps8b4; do
-    echo "==== selective scan [blocked $shape] f32: forward_kernel"
-    ncu "${common[@]}" -k 'regex:^forward_kernel' --launch-skip 2 --launch-count 1 \
-      "$bench" --filter "selective_scan fwd [blocked $shape]" --reps 2 || return 1
+  # kernel, bench case: the third launch of the kernel in the case's f32 row (after warm-ups)
+  local -a runs=(forward 'selective_scan fwd+bwd [blocked]' backward 'selective_scan fwd+bwd [blocked]'
+    forward 'selective_scan fwd [blocked steps16]' forward 'selective_scan fwd [blocked steps8b4]')
+  local i
+  for ((i = 0; i < ${#runs[@]}; i += 2)); do
+    echo "==== ${runs[i + 1]} f32: ${runs[i]}_kernel"
+    ncu "${common[@]}" -k "regex:^${runs[i]}_kernel" --launch-skip 2 --launch-count 1 \
+      "$bench" --filter "${runs[i + 1]}" --reps 2 || return 1
   done
 }
 if [ "$SOURCE_PROFILE" -eq 1 ]; then
