@@ -105,11 +105,12 @@ constexpr int kBwdBlocksPerSM = 2;
 #else
 constexpr int kBwdBlocksPerSM = 3;
 #endif
-// States per shared B/C tile group. Forward: 2 x 8 x 640 floats = 40 KiB (+ 16 N bytes of
-// carries, no opt-in needed); backward: 2 x 4 x 384 floats of tiles (12 KiB) and
-// 2 x kR x 4 x 384 of dB/dC terms (48 KiB), + 48 N bytes (61 KiB at N = 16, opted in). With
-// the register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward
-// fits 2 on an A100 (164 KiB of shared memory per SM).
+// States per shared B/C tile group. Shared memory at N = 16, f32, the default shapes (half-
+// warps): forward 20 KiB of double-buffered tiles (2 x 2 x 4 x 320 floats), 1 KiB of carries
+// and A, 30 KiB of lane slots (51 KiB); backward 12 KiB of tiles, 48 KiB of dB/dC terms
+// (2 x kR x 4 x 384 floats) and 2 KiB of dA, carries and A (62 KiB, opted in). With the
+// register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward fits 2
+// on an A100 (164 KiB of shared memory per SM).
 constexpr int kFwdGroup = 4;
 constexpr int kBwdGroup = 4;
 // Tile vectors in flight per thread (fill_tile, at most the vectors a thread has): a group's
@@ -117,10 +118,12 @@ constexpr int kBwdGroup = 4;
 // loops need (ptxas spills).
 constexpr int kFwdBatch = 4;
 constexpr int kBwdBatch = 2;
-// The backward's time chunk: the save interval must divide it, so that every chunk starts
-// right after a saved state.
+// The backward's widest time chunk (a warp per channel), which every narrower shape falls
+// back to: the save interval must divide it, so that every chunk starts right after a saved
+// state.
 constexpr int64_t kBwdSteps = 32 * kBwdItems;
-// The per-warp carries (and, backward, dA) take kR x N x 12 bytes of shared memory.
+// The per-channel carries, A and (backward) dA take up to 16 x N x 16 bytes of shared memory
+// (64 KiB at N = 256 with quarter-warps).
 constexpr int64_t kMaxN = 256;
 constexpr unsigned kFull = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -466,7 +469,7 @@ template <typename T> struct Params {
   double *part_dA, *part_dD, *part_db;                    // backward, (B, D, N), (B, D), (B, D)
   int64_t Dn, L, N, chunk, nc;
   int64_t dblocks;  // blocks per batch row, ceil(D / cpb)
-  int cpb;          // channels per block: kR (a warp per channel) or 2 kR (forward, kSeg 16)
+  int cpb;          // channels per block: kR x (32 / kSeg), kSeg the lanes per channel
   bool softplus;
   bool vec;       // every (B, D, L) and (B, N, L) row is 16-byte aligned (see load_items)
   bool vec_grad;  // backward: the rows of dB and dC are 16-byte aligned (vector atomics)
