@@ -440,9 +440,9 @@ template <int kItems, typename T>
 __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int64_t s, bool vec,
                                             const float (&x)[kItems]) {
   if (vec && s + kItems <= L) {
-    // Through uint4: a Vec16 struct assignment compiled to 16 scalar stores in the forward.
+    // An explicit 16-byte store: in the forward kernels NVVM turned both a Vec16 and a uint4
+    // assignment into 4 (f32) or 8 (bf16) scalar stores (the PTX holds no st.global.v4).
     constexpr int kN = Vec16<T>::kN;
-    uint4* p = reinterpret_cast<uint4*>(row + s);
 #pragma unroll
     for (int v = 0; v < kItems / kN; ++v) {
       Vec16<T> w;
@@ -450,7 +450,14 @@ __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int6
       for (int j = 0; j < kN; ++j) w.v[j] = from_f32<T>(x[v * kN + j]);
       uint4 bits;
       memcpy(&bits, &w, sizeof(bits));
-      p[v] = bits;
+      T* dst = row + s + v * kN;
+#ifdef __CUDA_ARCH__
+      asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(bits.x), "r"(bits.y), "r"(bits.z),
+                   "r"(bits.w)
+                   : "memory");
+#else
+      *reinterpret_cast<uint4*>(dst) = bits;  // the CPU emulator (tests/cuda_emu)
+#endif
     }
   } else {
 #pragma unroll
