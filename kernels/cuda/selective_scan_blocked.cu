@@ -14,11 +14,11 @@
 // maps with shuffles, and each lane walks its items again from the state its prefix gives. The
 // map of the whole chunk carries the state into the next chunk.
 //
-// B[b, n, chunk] and C[b, n, chunk] are the same for the kR channels: the block loads them once
-// per time chunk into shared tiles (coalesced, 16-byte vectors where aligned), kFwdGroup or
-// kBwdGroup states at a time, and every warp reads its lanes' items from there. Block barriers
-// are only where a tile group is refilled (and, backward, where the dB, dC sums are taken);
-// between them each warp runs its states on its own, with shuffles only.
+// B[b, n, chunk] and C[b, n, chunk] are the same for the block's channels: the block copies
+// them into shared tiles kFwdGroup or kBwdGroup states at a time (TileBuf: cp.async, one state
+// group ahead, where rows are aligned), and every warp reads its lanes' items from there.
+// Block barriers are only where a tile group starts (and, backward, where the dB, dC sums are
+// taken); between them each warp runs its states on its own, with shuffles only.
 //
 // Backward, per time chunk in reverse and per state n:
 //   - the gradient flowing into h_{t-1}, e_t = a_t (C_t dy_t + e_{t+1}), is another affine
@@ -40,7 +40,7 @@
 // last bits may vary from run to run.
 //
 // The kernels are bound by instruction issue and latency, not memory, so the per-state loops
-// are kept short: the decay factors are one MUFU.EX2 each (fast_exp2), everything that does
+// are kept short: the decay factors are one MUFU.EX2 each (exp2_approx), everything that does
 // not depend on n (dt u, the skip term D u) is computed once per time chunk, the forward
 // stores a saved state once per lane after its walk when the save interval is a multiple of
 // its steps per lane (the usual case; otherwise each step checks), and the index arithmetic of the
@@ -113,11 +113,6 @@ constexpr int kBwdBlocksPerSM = 3;
 // on an A100 (164 KiB of shared memory per SM).
 constexpr int kFwdGroup = 4;
 constexpr int kBwdGroup = 4;
-// Tile vectors in flight per thread (fill_tile, at most the vectors a thread has): a group's
-// f32 tile is 8 vectors per thread forward, 2 backward. More costs registers the per-state
-// loops need (ptxas spills).
-constexpr int kFwdBatch = 4;
-constexpr int kBwdBatch = 2;
 // The backward's widest time chunk (a warp per channel), which every narrower shape falls
 // back to: the save interval must divide it, so that every chunk starts right after a saved
 // state.
@@ -141,59 +136,15 @@ template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
 }
 
 // Rows 0 .. rows - 1 of src (row stride L; src points at step 0 of the first row), steps
-// [t0, t0 + 32 kItems), into tile rows of kTileRow floats, 0 past L. Called by every thread of
-// the block (kThreads of them). `vec`: rows start 16-byte aligned and L is a multiple of the
-// vector width, so a vector that starts before L lies inside the row. A thread then always
-// takes the same vector position q of rows j0, j0 + kRowsPerPass, ... (kThreads is a
-// multiple of the vectors per row), so its column offsets and its bound check against L are
-// computed once, and it has kBatch vectors in flight (all loads of a batch, then all stores)
-// instead of one load's latency per vector.
-template <int kItems, int kMaxBatch, int kMaxRows, int kLanes = 32, typename T>
-__device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, int rows, int64_t L, int64_t t0,
-                          bool vec) {
+// [t0, t0 + kLanes kItems), into tile rows of kTileRow floats, 0 past L, one element at a
+// time. Called by every thread of the block (kThreads of them), between two barriers. Only
+// for rows that are not 16-byte aligned: aligned ones are copied ahead by TileBuf::issue.
+template <int kItems, int kLanes, typename T>
+__device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, int rows, int64_t L, int64_t t0) {
   constexpr int kSteps = kLanes * kItems, kRow = kTileRow<kItems, kLanes>;
-  if (vec) {
-    constexpr int kN = Vec16<T>::kN;
-    constexpr int kPerRow = kSteps / kN;
-    static_assert(kThreads % kPerRow == 0, "a thread keeps one vector position");
-    constexpr int kRowsPerPass = kThreads / kPerRow;
-    // No more vectors in flight than a thread has rows (registers).
-    constexpr int kPasses = (kMaxRows + kRowsPerPass - 1) / kRowsPerPass;
-    constexpr int kBatch = kPasses < kMaxBatch ? kPasses : kMaxBatch;
-    const int tid = int(threadIdx.x), q = (tid % kPerRow) * kN, j0 = tid / kPerRow;
-    const bool in = t0 + q < L;
-    const T* col = src + t0 + q;
-    // q is a multiple of kN (4 or 8) and of 4 within the lane's items: whole float4s.
-    float* dst = tile + tile_pos<kItems>(q);
-    for (int jb = j0; jb < rows; jb += kBatch * kRowsPerPass) {
-      float v[kBatch][kN];
-#pragma unroll
-      for (int m = 0; m < kBatch; ++m) {
-        const int j = jb + m * kRowsPerPass;
-        if (in && j < rows) {
-          const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(col + j * L);
-#pragma unroll
-          for (int e = 0; e < kN; ++e) v[m][e] = to_f32(w.v[e]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kN; ++e) v[m][e] = 0.f;
-        }
-      }
-#pragma unroll
-      for (int m = 0; m < kBatch; ++m) {
-        const int j = jb + m * kRowsPerPass;
-        if (j < rows) {
-          float4* d4 = reinterpret_cast<float4*>(dst + j * kRow);
-#pragma unroll
-          for (int e = 0; e < kN; e += 4) d4[e / 4] = make_float4(v[m][e], v[m][e + 1], v[m][e + 2], v[m][e + 3]);
-        }
-      }
-    }
-  } else {
-    for (int k = int(threadIdx.x); k < rows * kSteps; k += kThreads) {
-      const int j = k / kSteps, q = k % kSteps;
-      tile[j * kRow + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
-    }
+  for (int k = int(threadIdx.x); k < rows * kSteps; k += kThreads) {
+    const int j = k / kSteps, q = k % kSteps;
+    tile[j * kRow + tile_pos<kItems>(q)] = t0 + q < L ? to_f32(src[j * L + t0 + q]) : 0.f;
   }
 }
 
@@ -333,21 +284,12 @@ template <int kSeg> __device__ __forceinline__ float segment_sum(float v) {
   return v;
 }
 
-// 2^x for the decay factors exp(dt A) = 2^(dt A log2 e): MUFU.EX2 alone. ex2.approx.ftz has the
-// accuracy of exp2f (which issues the same ex2.approx, about 2 ulp) without the scaling
-// instructions exp2f adds around it so that results below 2^-126 stay denormal instead of
-// flushing to 0: a decay factor that small is 0 for every purpose here. Large arguments give
-// inf and very negative ones 0, as exp2f does, for any sign of A; 2^0 is exactly 1, so the
-// steps past L (dt = 0) are identity maps.
-__device__ __forceinline__ float fast_exp2(float x) {
-#ifdef __CUDA_ARCH__
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-#else
-  return exp2f(x);  // nvcc's host pass and the CPU emulator (tests/cuda_emu)
-#endif
-}
+// 2^x for the decay factors exp(dt A) = 2^(dt A log2 e): MUFU.EX2 alone (mma::exp2_approx,
+// which the CPU emulator models with the hardware's flush to zero). It has the accuracy of
+// exp2f without the scaling exp2f adds to keep results below 2^-126 denormal: a decay factor
+// that small is 0 for every purpose here. Large arguments give inf and very negative ones 0,
+// for any sign of A; 2^0 is exactly 1, so the steps past L (dt = 0) are identity maps.
+using mma::exp2_approx;
 
 // 4 consecutive fp32 atomic additions at a 16-byte aligned p: one vector atomic on sm_90.
 __device__ __forceinline__ void atomic_add4(float* p, float4 v) {
@@ -379,14 +321,14 @@ __device__ __forceinline__ float fast_rcp(float x) {
 
 // 1 / (1 + exp(-v)). exp(-v) rounds its argument once: relative error about
 // |v| 1e-7, for any v (0 and 1 at the extremes, exactly as the limits).
-__device__ __forceinline__ float sigmoid(float v) { return fast_rcp(1.f + fast_exp2(-v * kLog2e)); }
+__device__ __forceinline__ float sigmoid(float v) { return fast_rcp(1.f + exp2_approx(-v * kLog2e)); }
 
 // log(1 + exp(v)) = max(v, 0) + log1p(e), e = exp(-|v|) in (0, 1]: log1p(e) = 2 atanh(s) with
 // s = e / (2 + e) <= 1/3, the odd series of atanh to s^13 (the rest is below 2e-8 of the
 // sum). No branch; v > 20 gives v as the threshold form v > 20 ? v : log1p(exp(v)) does
 // (the added e is below half an ulp of v).
 __device__ __forceinline__ float softplus(float v) {
-  const float e = fast_exp2(-fabsf(v) * kLog2e);
+  const float e = exp2_approx(-fabsf(v) * kLog2e);
   const float s = e * fast_rcp(2.f + e), t = s * s;
   float q = 1.f / 13.f;
   q = q * t + 1.f / 11.f;
@@ -410,7 +352,7 @@ __device__ __forceinline__ float one_minus_exp_neg(float x) {
   q = q * x + 1.f / 6.f;
   q = q * x - 0.5f;
   q = q * x + 1.f;
-  return x < 0.5f ? x * q : 1.f - fast_exp2(-x * kLog2e);
+  return x < 0.5f ? x * q : 1.f - exp2_approx(-x * kLog2e);
 }
 
 // ---- a channel's own rows (u, delta, z, dout and the outputs), straight from global ----
@@ -667,8 +609,8 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
         mma::cp_async_commit();
       } else {
         __syncthreads();  // the warps are done with the previous group's tiles
-        fill_tile<kItems, kFwdBatch, kFwdGroup, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
-        fill_tile<kItems, kFwdBatch, kFwdGroup, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0);
+        fill_tile<kItems, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0);
         __syncthreads();
       }
       if (!warp_active) continue;
@@ -684,13 +626,13 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
           for (int k = 0; k < kS; ++k) {
             A2[k] = A2s[n0 + k];
             tile_items<kItems>(Bs + (j + k) * kRow, sl, Bv[k]);
-            pre[k] = {fast_exp2(dtsum * A2[k]), 0.f};
+            pre[k] = {exp2_approx(dtsum * A2[k]), 0.f};
           }
 #pragma unroll
           for (int i = 0; i < kItems; ++i)
 #pragma unroll
             for (int k = 0; k < kS; ++k) {
-              a[k][i] = fast_exp2(dt[i] * A2[k]);
+              a[k][i] = exp2_approx(dt[i] * A2[k]);
               bb[k][i] = dtu[i] * Bv[k][i];
               pre[k].b = a[k][i] * pre[k].b + bb[k][i];
             }
@@ -879,8 +821,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         mma::cp_async_commit();
       } else {
         __syncthreads();  // K1: the previous group's tiles and dB/dC terms are read
-        fill_tile<kItems, kBwdBatch, kBwdGroup, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0, false);
-        fill_tile<kItems, kBwdBatch, kBwdGroup, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0, false);
+        fill_tile<kItems, kSeg>(tiles.B(grp), p.B + (b * N + g0) * L, gn, L, t0);
+        fill_tile<kItems, kSeg>(tiles.C(grp), p.C + (b * N + g0) * L, gn, L, t0);
         __syncthreads();  // K2
       }
       if (warp_active) {
@@ -892,14 +834,14 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           // and h -> a_t h + dt_t u_t B_t; both multiply the same a_t. The B and C items are
           // read again after the scans rather than held across them (registers).
           float a[kItems], rb = 0.f, fb = 0.f;
-          const float prod = fast_exp2(dtsum * A2);
+          const float prod = exp2_approx(dtsum * A2);
           {
             float Bv[kItems], Cv[kItems];
             tile_items<kItems>(Bs + j * kRow, sl, Bv);
             tile_items<kItems>(Cs + j * kRow, sl, Cv);
 #pragma unroll
             for (int i = 0; i < kItems; ++i) {
-              a[i] = fast_exp2(dt[i] * A2);
+              a[i] = exp2_approx(dt[i] * A2);
               fb = a[i] * fb + dtu[i] * Bv[i];
             }
 #pragma unroll
