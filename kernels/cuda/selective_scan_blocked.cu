@@ -31,8 +31,9 @@
 //     are independent and run interleaved, each hiding the other's shuffle latency;
 //   - a walk forward over the items then has h_{t-1}, h_t and g_t = C_t dy_t + e_{t+1}
 //     together, and accumulates every gradient term of the sequential kernel.
-// Reductions: du, ddelta, dz per step in registers; dA[d, n], dD[d], ddelta_bias[d] per (b, d)
-// in fixed order (a warp sum per chunk, chunks in order, in double across chunks), then summed
+// Reductions: du, ddelta, dz per step in registers; dD[d], ddelta_bias[d] per (b, d) in fixed
+// order (a warp sum per chunk, chunks in order, in double across chunks), dA[d, n] per (b, d)
+// too (each lane's terms over the chunks in shared memory, then the lanes in order), summed
 // over b in order by a second kernel, so they are deterministic. dB, dC: each warp writes its
 // channel's terms of a state group to shared memory, the block sums them over its warps in
 // warp order and adds that with one fp32 atomic per (b, n, t) and block (kR times fewer than
@@ -108,7 +109,8 @@ constexpr int kBwdBlocksPerSM = 3;
 // States per shared B/C tile group. Shared memory at N = 16, f32, the default shapes (half-
 // warps): forward 20 KiB of double-buffered tiles (2 x 2 x 4 x 320 floats), 1 KiB of carries
 // and A, 30 KiB of lane slots (51 KiB); backward 12 KiB of tiles, 48 KiB of dB/dC terms
-// (2 x kR x 4 x 384 floats) and 2 KiB of dA, carries and A (62 KiB, opted in). With the
+// (2 x kR x 4 x 384 floats), 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of
+// carries and A (69 KiB, opted in; the dA terms grow with N, 128 KiB at N = 256). With the
 // register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward fits 2
 // on an A100 (164 KiB of shared memory per SM).
 constexpr int kFwdGroup = 4;
@@ -244,10 +246,15 @@ __device__ __forceinline__ Pair compose(Pair x, Pair y) { return {x.a * y.a, y.a
 // in each segment of kSeg lanes on its own. Bit k of kRev picks the order of set k: 0, lane
 // order (the segment's first lane first), p[k] becomes the composition of the maps of the
 // lanes before this one; 1, reverse lane order, the maps of the lanes after this one, later
-// lanes applied first. Identity for the first lane of each order; total[k] is the
-// composition of the segment's kSeg maps (in every lane of the segment).
+// lanes applied first. Identity for the first lane of each order. incl[k] is the inclusive
+// composition (this lane's map too): at the last lane of the order (sl = kSeg - 1, or 0 in
+// reverse) the segment's total, which the callers use there rather than shuffle it to
+// every lane.
+// Every round composes unconditionally with a received map that is the identity where no
+// lane sends one: selects, not predicated updates, which in the backward (S = 2) compiled to
+// a few register copies of the pairs after every round (source profile, bench/RESULTS.md).
 template <unsigned kRev, int S, int kSeg = 32>
-__device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&total)[S]) {
+__device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&incl)[S]) {
   const int sl = int(threadIdx.x) & (kSeg - 1);  // the lane within its segment
 #pragma unroll
   for (int o = 1; o < kSeg; o <<= 1) {
@@ -261,19 +268,19 @@ __device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&total)[S]) {
 #pragma unroll
     for (int k = 0; k < S; ++k) {
       const bool rev = kRev >> k & 1u;
-      if (rev ? sl + o < kSeg : sl >= o) p[k] = compose(x[k], p[k]);
+      const bool sent = rev ? sl + o < kSeg : sl >= o;
+      const float xa = sent ? x[k].a : 1.f, xb = sent ? x[k].b : 0.f;
+      p[k] = {xa * p[k].a, fmaf(p[k].a, xb, p[k].b)};  // compose(x, p)
     }
   }
 #pragma unroll
   for (int k = 0; k < S; ++k) {
     const bool rev = kRev >> k & 1u;
-    const int last = rev ? 0 : kSeg - 1;
-    total[k] = {__shfl_sync(kFull, p[k].a, last, kSeg), __shfl_sync(kFull, p[k].b, last, kSeg)};
-    Pair ex;
-    ex.a = rev ? __shfl_down_sync(kFull, p[k].a, 1, kSeg) : __shfl_up_sync(kFull, p[k].a, 1, kSeg);
-    ex.b = rev ? __shfl_down_sync(kFull, p[k].b, 1, kSeg) : __shfl_up_sync(kFull, p[k].b, 1, kSeg);
-    if (sl == (rev ? kSeg - 1 : 0)) ex = {1.f, 0.f};
-    p[k] = ex;
+    incl[k] = p[k];
+    const float ea = rev ? __shfl_down_sync(kFull, p[k].a, 1, kSeg) : __shfl_up_sync(kFull, p[k].a, 1, kSeg);
+    const float eb = rev ? __shfl_down_sync(kFull, p[k].b, 1, kSeg) : __shfl_up_sync(kFull, p[k].b, 1, kSeg);
+    const bool first = sl == (rev ? kSeg - 1 : 0);
+    p[k] = {first ? 1.f : ea, first ? 0.f : eb};
   }
 }
 
@@ -408,6 +415,18 @@ __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int6
   }
 }
 
+// A hint to bring the 128-byte line holding p into L2 (no register written, nothing waited
+// for). The backward reads its rows with plain loads at the start of each time chunk (its
+// shared memory has no room for the forward's cp.async slots), and those loads were a
+// twentieth of its stall samples: it asks for the next chunk's lines a whole chunk ahead.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#ifdef __CUDA_ARCH__
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+  (void)p;  // the CPU emulator (tests/cuda_emu)
+#endif
+}
+
 template <typename T> struct Params {
   const T *u, *delta, *A, *B, *C, *D, *z, *bias, *dout;  // D, z, bias may be null
   T *out, *last;                                          // forward
@@ -498,7 +517,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   float* const after_tiles = reinterpret_cast<float*>(smem + Tiles::bytes());
   // carry[n] of this channel: the state after the chunks done so far. Read by every lane of
   // the segment before the __syncwarp that follows the scan of (chunk, n), written by its
-  // first lane after it; read next in the following chunk, after its group barriers.
+  // last lane after it; read next in the following chunk, after its group barriers.
   float* carry = after_tiles + ch * N;
   // A2[n] = A[d, n] log2(e) of this channel: written before the first group's barrier,
   // only read after it.
@@ -619,7 +638,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
         constexpr int kS = decltype(states_at_once)::value;
         const int n0 = g0 + j;
         float a[kS][kItems], bb[kS][kItems];
-        Pair pre[kS], total[kS];
+        Pair pre[kS], incl[kS];
         {
           float A2[kS], Bv[kS][kItems];
 #pragma unroll
@@ -640,11 +659,11 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
         float h_in[kS];
 #pragma unroll
         for (int k = 0; k < kS; ++k) h_in[k] = carry[n0 + k];
-        warp_scans<0u, kS, kSeg>(pre, total);
+        warp_scans<0u, kS, kSeg>(pre, incl);
         __syncwarp();  // carry: every lane has read it
-        if (sl == 0) {
+        if (sl == kSeg - 1) {  // the lane that holds the chunk's map
 #pragma unroll
-          for (int k = 0; k < kS; ++k) carry[n0 + k] = total[k].a * h_in[k] + total[k].b;
+          for (int k = 0; k < kS; ++k) carry[n0 + k] = incl[k].a * h_in[k] + incl[k].b;
         }
         float Cv[kS][kItems], h[kS];
 #pragma unroll
@@ -697,17 +716,19 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     asm volatile("" ::: "memory");  // the z slot is read before the next chunk refills it
   }
   mma::cp_async_wait<0>();  // nothing in flight at exit (none is issued past the last chunk)
-  __syncwarp();  // carry: the segment's first lane's last writes (or the zeros, when L == 0)
+  __syncwarp();  // carry: the segment's last lane's last writes (or the zeros, when L == 0)
   if (active)
     for (int n = sl; n < N; n += kSeg) p.last[r * N + n] = from_f32<T>(carry[n]);
 }
 
-// Backward shared memory: the warps' dA (double), the B and C tiles (TileBuf), the warps' dB
-// and dC terms of a state group, then the warps' e carries and A log2(e).
+// Backward shared memory: every thread's dA terms (N floats each), the B and C tiles
+// (TileBuf), the warps' dB and dC terms of a state group, then the warps' e carries and
+// A log2(e).
 template <typename T, int kSeg> size_t backward_smem(int64_t N) {
   constexpr size_t tile = kBwdGroup * kTileRow<kBwdItems>;
   const size_t channels = size_t(kR * (32 / kSeg) * N);
-  return channels * 8 + TileBuf<T, kBwdItems, kBwdGroup, kSeg>::bytes() + 2 * kR * tile * 4 + 2 * channels * 4;
+  return size_t(N) * kThreads * 4 + TileBuf<T, kBwdItems, kBwdGroup, kSeg>::bytes() + 2 * kR * tile * 4 +
+         2 * channels * 4;
 }
 
 template <typename T, int kSeg>
@@ -728,21 +749,24 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   const int64_t r = b * p.Dn + d, row = r * L;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  // dA_s[n] of this channel's (b, d): its segment's first lane only during the chunks, then
-  // read by the segment after a __syncwarp. kR kCh N doubles: what follows stays 16-byte
-  // aligned.
-  double* dA_all = reinterpret_cast<double*>(smem);
-  double* dA_s = dA_all + ch * N;
+  // dA_lane[n kThreads + tid]: this lane's share of dA[b, d, n], summed over its steps of all
+  // the chunks so far; private to the lane until the __syncwarp after the chunks, then summed
+  // over the segment's lanes in lane order (double). The per-state sum over the segment it
+  // replaces (4 or 5 shuffle rounds and a double addition, one serial chain per state) was a
+  // sixth of the backward state loop's stall samples. A lane adds at most nchunks float
+  // terms, each itself a sum of kItems steps: at L = 8192, 64 terms, a relative error below
+  // 4e-6 in the worst case. N kThreads floats: what follows stays 16-byte aligned.
+  float* dA_lane = reinterpret_cast<float*>(smem);
   // The B and C tiles of state groups (TileBuf): rows g0 .. g0 + gn - 1 of B[b], C[b] over
   // the time chunk, read by the warps between the barrier K1 (K2 for bf16) that starts the
   // group and K3.
   using Tiles = TileBuf<T, kItems, kBwdGroup, kSeg>;
-  const Tiles tiles(dA_all + kR * kCh * N);
+  const Tiles tiles(dA_lane + N * kThreads);
   // xB, xC: per warp and state of the group, its channels' dB, dC terms of each step (a row
   // of kXRow floats per warp and state: lane-major, so segment h's steps in tile layout at
   // h kRow). Written by the warps between K1/K2 and K3, summed over the channels by the
   // block between K3 and K1 of the next group.
-  float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_all + kR * kCh * N) + Tiles::bytes());
+  float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_lane + N * kThreads) + Tiles::bytes());
   float* xC = xB + kR * kBwdGroup * kXRow;
   // ecarry[n] of this channel: e entering the current chunk from the later ones. Read by
   // every lane of the segment before the __syncwarp that follows the scans of (chunk, n),
@@ -751,8 +775,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   // A2[n] = A[d, n] log2(e) of this channel: written before the first barrier K1, only
   // read after it.
   float* A2s = xC + kR * kBwdGroup * kXRow + kR * kCh * N + ch * N;
+  for (int n = 0; n < N; ++n) dA_lane[n * kThreads + tid] = 0.f;
   for (int n = sl; n < N; n += kSeg) {
-    dA_s[n] = 0.0;
     ecarry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
   }
@@ -797,6 +821,13 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         dt[i] = i < cnt ? (p.softplus ? sp : v) : 0.f;  // past L: u = dy = dt = 0
         dtu[i] = dt[i] * u[i];
         dtsum += dt[i];
+      }
+      if (c > 0) {  // this lane's items of the chunk before (the next one walked), whole inside L
+        const int64_t prev = row + s - kSteps;
+        prefetch_l2(p.u + prev);
+        prefetch_l2(p.delta + prev);
+        prefetch_l2(p.dout + prev);
+        if (p.z) prefetch_l2(p.z + prev);
       }
     }
     // The saved state before the chunk: t0 is a multiple of chunk.
@@ -848,11 +879,11 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
             for (int i = kItems - 1; i >= 0; --i) rb = a[i] * (rb + Cv[i] * dy[i]);
           }
           // Set 0: the states, forward in time; set 1: e, backward (reverse lane order).
-          Pair pre[2] = {{prod, fb}, {prod, rb}}, total[2];
-          warp_scans<2u, 2, kSeg>(pre, total);
+          Pair pre[2] = {{prod, fb}, {prod, rb}}, incl[2];
+          warp_scans<2u, 2, kSeg>(pre, incl);
           const float e_in = ecarry[n];
           __syncwarp();  // ecarry[n]: every lane has read it
-          if (sl == 0) ecarry[n] = total[1].a * e_in + total[1].b;
+          if (sl == 0) ecarry[n] = incl[1].a * e_in + incl[1].b;  // lane 0 holds the chunk's map of e
           float Bv[kItems], Cv[kItems], g[kItems];
           tile_items<kItems>(Bs + j * kRow, sl, Bv);
           tile_items<kItems>(Cs + j * kRow, sl, Cv);
@@ -887,8 +918,7 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
             tB[v] = make_float4(xb[0], xb[1], xb[2], xb[3]);
             tC[v] = make_float4(xc[0], xc[1], xc[2], xc[3]);
           }
-          dA_t = segment_sum<kSeg>(dA_t);
-          if (sl == 0) dA_s[n] += double(dA_t);
+          dA_lane[n * kThreads + tid] += dA_t;
         }
       }
       __syncthreads();  // K3: every warp's dB/dC terms of the group are written
@@ -991,9 +1021,14 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       db_acc += double(db_t);
     }
   }
-  __syncwarp();  // dA_s: the segment's first lane's last additions before the reads
+  __syncwarp();  // dA_lane: every lane's last additions before the segment's reads
   if (!active) return;
-  for (int n = sl; n < N; n += kSeg) p.part_dA[r * N + n] = dA_s[n];
+  for (int n = sl; n < N; n += kSeg) {
+    const float* terms = dA_lane + n * kThreads + (tid - sl);  // the segment's lanes
+    double sum = 0.0;
+    for (int k = 0; k < kSeg; ++k) sum += double(terms[k]);
+    p.part_dA[r * N + n] = sum;
+  }
   if (sl == 0) {
     p.part_dD[r] = dD_acc;
     p.part_db[r] = db_acc;
