@@ -71,10 +71,12 @@ constexpr int kThreads = 32 * kR;
 // Consecutive steps per lane. The backward keeps six per-step arrays across the states and
 // four more per state: at 16 steps it would need over 255 registers, at 8 it fits the 170
 // that __launch_bounds__(kThreads, 3) leaves (3 blocks of 128 threads per SM). ptxas -v
-// (CUDA 13, f32 and bf16, no spills): sm_90 forward 162 registers at 16 steps (two states at
-// once there spill), 142-148 at 8 steps with two states, 122-124 at 8 steps capped for 4
-// blocks per SM; backward 168 (at the cap: holding a state's B and C items across its scans
-// spills); sm_80 forward 160-161 / 139-141 / 115-116, backward 195-200 (2 blocks per SM, see
+// (CUDA 13, f32 and bf16): sm_90 forward 167-168 registers at 16 steps (two states at once
+// there spill), 140-152 at 8 steps with two states, 116-128 at 8 steps capped for 4 blocks
+// per SM; backward 166-168 (at the cap: holding a state's B and C items across its scans
+// spills); no spills in the default shapes, 4-8 bytes in the f32 quarter-warp and bf16
+// whole-warp backward. sm_80 forward 168 (20 bytes of spills for bf16 on half- and
+// quarter-warps) / 133-146 / 114-128, backward 202-212 (2 blocks per SM, see
 // kBwdBlocksPerSM). Multiples of 8, so that a 16-byte vector of bf16 stays within one lane's
 // items.
 constexpr int kBwdItems = 8;
@@ -519,13 +521,14 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   // the segment before the __syncwarp that follows the scan of (chunk, n), written by its
   // last lane after it; read next in the following chunk, after its group barriers.
   float* carry = after_tiles + ch * N;
-  // A2[n] = A[d, n] log2(e) of this channel: written before the first group's barrier,
-  // only read after it.
+  // A2[n] = A[d, n] log2(e) of this channel: written by the segment's lanes before the
+  // __syncwarp below (the first chunk's decay factors read it before any block barrier).
   float* A2s = after_tiles + kR * kCh * N + ch * N;
   for (int n = sl; n < N; n += kSeg) {
     carry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
   }
+  __syncwarp();  // A2s
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
   // This lane's slots (16-byte aligned: the floats before them are a multiple of 4).
   T* slot_u = reinterpret_cast<T*>(after_tiles + 2 * kR * kCh * N) + warp * kFwdSlotRows * kSlotRow<T, kItems> +
@@ -604,6 +607,17 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
       }
     }
     mma::cp_async_commit();
+    // an[i] = exp(dt_i A[d, n]) for the next state to walk (one state at a time: kAhead):
+    // state 0's here, state n + 1's during state n's walk, each as soon as the walk has used
+    // state n's. The 16 MUFUs per state (each holds a sub-partition's special-function unit
+    // for 8 cycles) were a burst at the head of every state's chain; inside the walk they
+    // issue between its FMAs. The chunk's last state computes 16 that nothing uses.
+    constexpr bool kAhead = Shape::kStates == 1;
+    float an[kItems];
+    if constexpr (kAhead) {
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) an[i] = exp2_approx(dt[i] * A2s[0]);
+    }
 
     for (int g0 = 0; g0 < N; g0 += kFwdGroup, ++grp) {
       const int gn = min(kFwdGroup, N - g0);
@@ -651,7 +665,10 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
           for (int i = 0; i < kItems; ++i)
 #pragma unroll
             for (int k = 0; k < kS; ++k) {
-              a[k][i] = exp2_approx(dt[i] * A2[k]);
+              if constexpr (kAhead && kS == 1)
+                a[k][i] = an[i];
+              else
+                a[k][i] = exp2_approx(dt[i] * A2[k]);
               bb[k][i] = dtu[i] * Bv[k][i];
               pre[k].b = a[k][i] * pre[k].b + bb[k][i];
             }
@@ -671,6 +688,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
           tile_items<kItems>(Cs + (j + k) * kRow, sl, Cv[k]);
           h[k] = pre[k].a * h_in[k] + pre[k].b;
         }
+        const float A2next = A2s[min(n0 + 1, N - 1)];
         if (lane_saves) {
 #pragma unroll
           for (int i = 0; i < kItems; ++i)
@@ -678,6 +696,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
             for (int k = 0; k < kS; ++k) {
               h[k] = a[k][i] * h[k] + bb[k][i];
               y[i] += Cv[k][i] * h[k];
+              if constexpr (kAhead && kS == 1) an[i] = exp2_approx(dt[i] * A2next);
             }
           if (lane_save) {
 #pragma unroll
@@ -691,6 +710,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
               h[k] = a[k][i] * h[k] + bb[k][i];
               y[i] += Cv[k][i] * h[k];
               if (save >> i & 1u) p.states[(sidx0 + (phase + i) / chunk) * N + n0 + k] = h[k];
+              if constexpr (kAhead && kS == 1) an[i] = exp2_approx(dt[i] * A2next);
             }
         }
       };
@@ -772,14 +792,15 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   // every lane of the segment before the __syncwarp that follows the scans of (chunk, n),
   // written by its first lane after it; read next in the previous chunk, after K1, K2.
   float* ecarry = xC + kR * kBwdGroup * kXRow + ch * N;
-  // A2[n] = A[d, n] log2(e) of this channel: written before the first barrier K1, only
-  // read after it.
+  // A2[n] = A[d, n] log2(e) of this channel: written by the segment's lanes before the
+  // __syncwarp below (the first chunk's decay factors read it before any block barrier).
   float* A2s = xC + kR * kBwdGroup * kXRow + kR * kCh * N + ch * N;
   for (int n = 0; n < N; ++n) dA_lane[n * kThreads + tid] = 0.f;
   for (int n = sl; n < N; n += kSeg) {
     ecarry[n] = 0.f;
     A2s[n] = active ? to_f32(p.A[d * N + n]) * kLog2e : 0.f;
   }
+  __syncwarp();  // A2s
   const float Dd = active && p.D ? to_f32(p.D[d]) : 0.f, bias = active && p.bias ? to_f32(p.bias[d]) : 0.f;
   double dD_acc = 0.0, db_acc = 0.0;  // the segment's first lane's
 
@@ -830,6 +851,14 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         if (p.z) prefetch_l2(p.z + prev);
       }
     }
+    // a[i] = exp(dt_i A[d, n]): state 0's here, then state n + 1's during state n's walk, each
+    // as soon as the walk has used state n's (the same values, computed earlier): the 8
+    // MUFUs per state (each holds a sub-partition's special-function unit for 8 cycles) were
+    // a burst at the head of every state's chain; inside the walk they issue between its
+    // FMAs. The walk of the chunk's last state computes 8 that nothing uses.
+    float a[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) a[i] = exp2_approx(dt[i] * A2s[0]);
     // The saved state before the chunk: t0 is a multiple of chunk.
     const float* h_saved = active && c > 0 ? p.saved + (r * p.nc + t0 / p.chunk - 1) * N : nullptr;
 
@@ -859,22 +888,19 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       if (warp_active) {
         for (int j = 0; j < gn; ++j) {
           const int n = g0 + j;
-          const float A2 = A2s[n];
+          const float A2 = A2s[n], A2next = A2s[min(n + 1, N - 1)];
           const float h_in = h_saved ? h_saved[n] : 0.f;  // first: its latency hides behind the scans
           // The lane's maps, both directions: e -> a_t e + a_t C_t dy_t (later steps first)
           // and h -> a_t h + dt_t u_t B_t; both multiply the same a_t. The B and C items are
           // read again after the scans rather than held across them (registers).
-          float a[kItems], rb = 0.f, fb = 0.f;
+          float rb = 0.f, fb = 0.f;
           const float prod = exp2_approx(dtsum * A2);
           {
             float Bv[kItems], Cv[kItems];
             tile_items<kItems>(Bs + j * kRow, sl, Bv);
             tile_items<kItems>(Cs + j * kRow, sl, Cv);
 #pragma unroll
-            for (int i = 0; i < kItems; ++i) {
-              a[i] = exp2_approx(dt[i] * A2);
-              fb = a[i] * fb + dtu[i] * Bv[i];
-            }
+            for (int i = 0; i < kItems; ++i) fb = a[i] * fb + dtu[i] * Bv[i];
 #pragma unroll
             for (int i = kItems - 1; i >= 0; --i) rb = a[i] * (rb + Cv[i] * dy[i]);
           }
@@ -914,6 +940,7 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
               y[i] += Cv[i] * h;
               xb[m] = g[i] * dtu[i];
               xc[m] = dy[i] * h;
+              a[i] = exp2_approx(dt[i] * A2next);  // a[i] is used up: state n + 1's
             }
             tB[v] = make_float4(xb[0], xb[1], xb[2], xb[3]);
             tC[v] = make_float4(xc[0], xc[1], xc[2], xc[3]);
