@@ -252,9 +252,11 @@ __device__ __forceinline__ Pair compose(Pair x, Pair y) { return {x.a * y.a, y.a
 // composition (this lane's map too): at the last lane of the order (sl = kSeg - 1, or 0 in
 // reverse) the segment's total, which the callers use there rather than shuffle it to
 // every lane.
-// Every round composes unconditionally with a received map that is the identity where no
-// lane sends one: selects, not predicated updates, which in the backward (S = 2) compiled to
-// a few register copies of the pairs after every round (source profile, bench/RESULTS.md).
+// With two sets, every round composes unconditionally with a received map that is the
+// identity where no lane sends one (selects): the predicated updates compiled to register
+// copies of the pairs after every round there (run 3's backward SASS, bench/RESULTS.md),
+// while for one set (the forward) they compiled to 5 instructions a round (2 SHFL, FFMA,
+// FSEL, a predicated FMUL), one fewer than the selects need.
 template <unsigned kRev, int S, int kSeg = 32>
 __device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&incl)[S]) {
   const int sl = int(threadIdx.x) & (kSeg - 1);  // the lane within its segment
@@ -271,8 +273,12 @@ __device__ __forceinline__ void warp_scans(Pair (&p)[S], Pair (&incl)[S]) {
     for (int k = 0; k < S; ++k) {
       const bool rev = kRev >> k & 1u;
       const bool sent = rev ? sl + o < kSeg : sl >= o;
-      const float xa = sent ? x[k].a : 1.f, xb = sent ? x[k].b : 0.f;
-      p[k] = {xa * p[k].a, fmaf(p[k].a, xb, p[k].b)};  // compose(x, p)
+      if constexpr (S == 1) {
+        if (sent) p[k] = compose(x[k], p[k]);
+      } else {
+        const float xa = sent ? x[k].a : 1.f, xb = sent ? x[k].b : 0.f;
+        p[k] = {xa * p[k].a, fmaf(p[k].a, xb, p[k].b)};  // compose(x, p)
+      }
     }
   }
 #pragma unroll
@@ -889,7 +895,9 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
         for (int j = 0; j < gn; ++j) {
           const int n = g0 + j;
           const float A2 = A2s[n], A2next = A2s[min(n + 1, N - 1)];
-          const float h_in = h_saved ? h_saved[n] : 0.f;  // first: its latency hides behind the scans
+          // First, so that their latencies hide behind the scans: the saved state and the e
+          // entering this chunk (read before the __syncwarp that precedes its update).
+          const float h_in = h_saved ? h_saved[n] : 0.f, e_in = ecarry[n];
           // The lane's maps, both directions: e -> a_t e + a_t C_t dy_t (later steps first)
           // and h -> a_t h + dt_t u_t B_t; both multiply the same a_t. The B and C items are
           // read again after the scans rather than held across them (registers).
@@ -907,7 +915,6 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           // Set 0: the states, forward in time; set 1: e, backward (reverse lane order).
           Pair pre[2] = {{prod, fb}, {prod, rb}}, incl[2];
           warp_scans<2u, 2, kSeg>(pre, incl);
-          const float e_in = ecarry[n];
           __syncwarp();  // ecarry[n]: every lane has read it
           if (sl == 0) ecarry[n] = incl[1].a * e_in + incl[1].b;  // lane 0 holds the chunk's map of e
           float Bv[kItems], Cv[kItems], g[kItems];
@@ -952,16 +959,22 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       // Steps q .. q + 3 of the chunk, state g0 + j: the block's channels summed in channel
       // order, then one atomic per step (one vector atomic on sm_90). A thread keeps its q
       // (kThreads is a multiple of the quads per row); consecutive threads take consecutive
-      // quads.
+      // quads. Where one pass over a group's rows would leave threads idle (quarter-warps: 16
+      // quads x 4 rows for 128 threads), kSplit threads share a (row, quad), each summing
+      // kPart consecutive channels and adding that with its own atomic (no more atomics per
+      // step than the half-warp shape's, where a block holds half the channels).
       {
-        constexpr int kQuads = kSteps / 4, kRowsPerPass = kThreads / kQuads;
-        static_assert(kThreads % kQuads == 0 && kItems % 4 == 0, "a thread keeps one quad of one lane's items");
-        const int q = (tid % kQuads) * 4;
+        constexpr int kQuads = kSteps / 4, kChannels = kR * kCh;
+        constexpr int kSplit = kThreads / kQuads > kBwdGroup ? kThreads / (kQuads * kBwdGroup) : 1;
+        constexpr int kPart = kChannels / kSplit, kRowsPerPass = kThreads / (kQuads * kSplit);
+        static_assert(kThreads % (kQuads * kSplit) == 0 && kChannels % kSplit == 0 && kItems % 4 == 0,
+                      "a thread keeps one quad of one lane's items and one share of the channels");
+        const int q = (tid % kQuads) * 4, c0 = (tid / kQuads) % kSplit * kPart;
         const int64_t tq = t0 + q;
         const bool vec = p.vec_grad && tq + 4 <= L;
-        if (tq < L)
+        if (tq < L && c0 < bc.count)
 #pragma unroll 1  // one row's loads in flight at a time (registers: the per-step arrays are live)
-          for (int j = tid / kQuads; j < gn; j += kRowsPerPass) {
+          for (int j = tid / (kQuads * kSplit); j < gn; j += kRowsPerPass) {
             const int at = j * kXRow + tile_pos<kItems>(q);
             auto term = [&](const float* x, int cc) {
               return *reinterpret_cast<const float4*>(x + (cc / kCh) * kBwdGroup * kXRow + (cc % kCh) * kRow + at);
@@ -969,27 +982,27 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
             auto add = [](float4 u4, float4 v4) {
               return make_float4(u4.x + v4.x, u4.y + v4.y, u4.z + v4.z, u4.w + v4.w);
             };
-            float4 sB = term(xB, 0), sC = term(xC, 0);
-            if (bc.count == kR * kCh) {
-              // Every channel of the block is real (all blocks but a tail): all of a row's loads
+            float4 sB = term(xB, c0), sC = term(xC, c0);
+            if (c0 + kPart <= bc.count) {
+              // Every channel of the share is real (all blocks but a tail): all of a row's loads
               // are issued before the sums, instead of one load's latency per channel; the same
               // sums in the same order.
-              float4 vB[kR * kCh], vC[kR * kCh];
+              float4 vB[kPart], vC[kPart];
 #pragma unroll
-              for (int cc = 1; cc < kR * kCh; ++cc) vB[cc] = term(xB, cc);
+              for (int k = 1; k < kPart; ++k) vB[k] = term(xB, c0 + k);
 #pragma unroll
-              for (int cc = 1; cc < kR * kCh; ++cc) vC[cc] = term(xC, cc);
+              for (int k = 1; k < kPart; ++k) vC[k] = term(xC, c0 + k);
 #pragma unroll
-              for (int cc = 1; cc < kR * kCh; ++cc) {
-                sB = add(sB, vB[cc]);
-                sC = add(sC, vC[cc]);
+              for (int k = 1; k < kPart; ++k) {
+                sB = add(sB, vB[k]);
+                sC = add(sC, vC[k]);
               }
             } else {
 #pragma unroll
-              for (int cc = 1; cc < kR * kCh; ++cc) {
-                if (cc >= bc.count) break;
-                sB = add(sB, term(xB, cc));
-                sC = add(sC, term(xC, cc));
+              for (int k = 1; k < kPart; ++k) {
+                if (c0 + k >= bc.count) break;
+                sB = add(sB, term(xB, c0 + k));
+                sC = add(sC, term(xC, c0 + k));
               }
             }
             const int64_t at_g = (b * N + g0 + j) * L + tq;
