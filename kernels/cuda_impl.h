@@ -13,7 +13,7 @@
 //
 // Defaults: the fast kernels (they have passed the CUDA tests on an H100). Environment (read once, on
 // first use): HYMBA_CUDA_SCAN=sequential|blocked, HYMBA_CUDA_ATTENTION=wmma|mma,
-// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4|steps16h|steps16q,
+// HYMBA_CUDA_SCAN_FORWARD=steps16|steps8x2|steps8b4|steps16h|steps16q|steps16hg,
 // HYMBA_CUDA_SCAN_BACKWARD=steps8h|steps8|steps8q; any other value is an error naming the
 // variable. Both kernels of a family honour the same contract
 // (kernels/selective_scan.h, kernels/attention.h), including the layout of the scan's
@@ -45,6 +45,7 @@ enum class ScanForward {
   Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
   Steps16Half,    // 16 steps per lane, two channels per warp (a half-warp each), 3 blocks per SM: the fastest
   Steps16Quarter,  // 16 steps per lane, four channels per warp (8 lanes each), 3 blocks per SM
+  Steps16HalfGroup8,  // as Steps16Half, with B/C tile groups of 8 states (half the block barriers)
 };
 // The blocked scan's backward shape (backward_kernel's kSeg): 8 steps per lane, and two
 // channels per warp (128-step chunks), a warp per channel (256) or four per warp (64). A

@@ -91,8 +91,8 @@ for k in $kernels; do
     case $k in fwd) modes="grid configs edge" ;; bwd) modes=all ;; scan) modes="grid edge bf16" ;; esac
   fi
   case $k in
-    scan) shapes="steps16h/steps8h steps16/steps8h steps8x2/steps8h steps8b4/steps8h steps16q/steps8h steps16/steps8
-      steps16q/steps8q" ;;
+    scan) shapes="steps16h/steps8h steps16/steps8h steps8x2/steps8h steps8b4/steps8h steps16q/steps8h
+      steps16hg/steps8h steps16/steps8 steps16q/steps8q" ;;
     *) shapes="-" ;;
   esac
   for shape in $shapes; do

@@ -565,7 +565,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     std::vector<KC::ScanForward> shapes = {KC::ScanForward::Steps16Half};
     if (check)
       shapes = {KC::ScanForward::Steps16Half, KC::ScanForward::Steps16, KC::ScanForward::Steps8States2,
-                KC::ScanForward::Steps8Blocks4, KC::ScanForward::Steps16Quarter};
+                KC::ScanForward::Steps8Blocks4, KC::ScanForward::Steps16Quarter, KC::ScanForward::Steps16HalfGroup8};
     for (const KC::ScanForward fwd_shape : shapes) {
       const KC::ImplGuard<KC::ScanForward> use_shape(fwd_shape);
       const std::string fwd_tag = fwd_shape == KC::ScanForward::Steps16Half

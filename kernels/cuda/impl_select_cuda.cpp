@@ -46,7 +46,8 @@ int resolve(std::atomic<int>& slot, const char* var, std::initializer_list<const
 
 constexpr std::initializer_list<const char*> kScanNames = {"sequential", "blocked"};
 constexpr std::initializer_list<const char*> kAttentionNames = {"wmma", "mma"};
-constexpr std::initializer_list<const char*> kScanForwardNames = {"steps16", "steps8x2", "steps8b4", "steps16h", "steps16q"};
+constexpr std::initializer_list<const char*> kScanForwardNames = {"steps16",  "steps8x2", "steps8b4",
+                                                                    "steps16h", "steps16q", "steps16hg"};
 constexpr std::initializer_list<const char*> kScanBackwardNames = {"steps8h", "steps8", "steps8q"};
 
 // The fast kernels, since they passed the CUDA tests and the bf16 training curve on an H100

@@ -15,8 +15,9 @@
 // map of the whole chunk carries the state into the next chunk.
 //
 // B[b, n, chunk] and C[b, n, chunk] are the same for the block's channels: the block copies
-// them into shared tiles kFwdGroup or kBwdGroup states at a time (TileBuf: cp.async, one state
-// group ahead, where rows are aligned), and every warp reads its lanes' items from there.
+// them into shared tiles FwdShape::kGroup or kBwdGroup states at a time (TileBuf: cp.async,
+// one state group ahead, where rows are aligned), and every warp reads its lanes' items from
+// there.
 // Block barriers are only where a tile group starts (and, backward, where the dB, dC sums are
 // taken); between them each warp runs its states on its own, with shuffles only.
 //
@@ -89,17 +90,23 @@ static_assert(kBwdItems % 8 == 0);
 // 5) or 8 (four per warp, 3 rounds). Default: 16 steps, one state, 3 blocks, half-warps, the
 // fastest on an H100 (f32 1.20 ms against 1.37-1.41 ms for the 32-lane shapes at the
 // Hymba-1.5B shape, bench/RESULTS.md; 8 lanes not measured yet); 8 steps per lane trade more
-// scan work per step for more independent work per warp or more warps per SM.
-template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32> struct FwdShape {
+// scan work per step for more independent work per warp or more warps per SM. kGroup: the
+// states per shared B/C tile group (a block barrier and a round of tile copies per group):
+// 4, or 8 for half the barriers at twice the tile memory (f32: 40 KiB, 71 KiB per block in
+// all, still 3 blocks per SM).
+template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32, int kGroup_ = 4> struct FwdShape {
   static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_, kSeg = kSeg_;
+  static constexpr int kGroup = kGroup_;
   static_assert(kItems % 8 == 0 && (kStates == 1 || kStates == 2));
   static_assert(kSeg == 32 || kSeg == 16 || kSeg == 8);
+  static_assert(kGroup % kStates == 0);
 };
 using FwdSteps16 = FwdShape<16, 1, 3>;
 using FwdSteps8States2 = FwdShape<8, 2, 3>;
 using FwdSteps8Blocks4 = FwdShape<8, 1, 4>;
 using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
 using FwdSteps16Quarter = FwdShape<16, 1, 3, 8>;
+using FwdSteps16HalfGroup8 = FwdShape<16, 1, 3, 16, 8>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
 // backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
 // is that of 2 blocks (no spills; 3 would spill, for nothing).
@@ -108,14 +115,14 @@ constexpr int kBwdBlocksPerSM = 2;
 #else
 constexpr int kBwdBlocksPerSM = 3;
 #endif
-// States per shared B/C tile group. Shared memory at N = 16, f32, the default shapes (half-
-// warps): forward 20 KiB of double-buffered tiles (2 x 2 x 4 x 320 floats), 1 KiB of carries
+// States per shared B/C tile group in the backward (the forward's: FwdShape::kGroup). Shared
+// memory at N = 16, f32, the default shapes (half-warps, groups of 4 states): forward 20 KiB
+// of double-buffered tiles (2 x 2 x 4 x 320 floats), 1 KiB of carries
 // and A, 30 KiB of lane slots (51 KiB); backward 12 KiB of tiles, 48 KiB of dB/dC terms
 // (2 x kR x 4 x 384 floats), 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of
 // carries and A (69 KiB, opted in; the dA terms grow with N, 128 KiB at N = 256). With the
 // register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward fits 2
 // on an A100 (164 KiB of shared memory per SM).
-constexpr int kFwdGroup = 4;
 constexpr int kBwdGroup = 4;
 // The backward's widest time chunk (a warp per channel), which every narrower shape falls
 // back to: the save interval must divide it, so that every chunk starts right after a saved
@@ -495,8 +502,9 @@ template <int kItems, typename T> __device__ __forceinline__ void slot_items(con
 // Forward shared memory: the B and C tiles (TileBuf), the warps' carries and A log2(e), then
 // the warps' slot rows (u and delta of the next chunk, z of this one).
 constexpr int kFwdSlotRows = 3;
-template <typename T, int kItems, int kSeg> size_t forward_smem(int64_t N) {
-  return TileBuf<T, kItems, kFwdGroup, kSeg>::bytes() + size_t(2 * kR * (32 / kSeg) * N) * 4 +
+template <typename T, typename Shape> size_t forward_smem(int64_t N) {
+  constexpr int kItems = Shape::kItems, kSeg = Shape::kSeg;
+  return TileBuf<T, kItems, Shape::kGroup, kSeg>::bytes() + size_t(2 * kR * (32 / kSeg) * N) * 4 +
          size_t(kR * kFwdSlotRows * kSlotRow<T, kItems>) * sizeof(T);
 }
 
@@ -520,7 +528,8 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
   extern __shared__ __align__(16) unsigned char smem[];
   // The B and C tiles of state groups (TileBuf): a group's tiles are read by the warps
   // between the barrier that starts the group and the one that starts the next.
-  using Tiles = TileBuf<T, kItems, kFwdGroup, kSeg>;
+  constexpr int kGroup = Shape::kGroup;
+  using Tiles = TileBuf<T, kItems, kGroup, kSeg>;
   const Tiles tiles(smem);
   float* const after_tiles = reinterpret_cast<float*>(smem + Tiles::bytes());
   // carry[n] of this channel: the state after the chunks done so far. Read by every lane of
@@ -553,7 +562,7 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
     copy_ahead<kItems>(slot_dt, p.delta + row + sl * kItems);
   }
   mma::cp_async_commit();
-  if (p.vec && L > 0) tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kFwdGroup, N), L, 0);
+  if (p.vec && L > 0) tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kGroup, N), L, 0);
   mma::cp_async_commit();
   int grp = 0;  // state groups done so far (the tile buffer parity)
   // Save interval (chunk <= 256: int arithmetic). When it is a multiple of kItems (the usual
@@ -625,8 +634,8 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
       for (int i = 0; i < kItems; ++i) an[i] = exp2_approx(dt[i] * A2s[0]);
     }
 
-    for (int g0 = 0; g0 < N; g0 += kFwdGroup, ++grp) {
-      const int gn = min(kFwdGroup, N - g0);
+    for (int g0 = 0; g0 < N; g0 += kGroup, ++grp) {
+      const int gn = min(kGroup, N - g0);
       const float* Bs = tiles.B(grp);
       const float* Cs = tiles.C(grp);
       if (p.vec) {
@@ -640,11 +649,11 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
           __syncthreads();
         }
         // The next group's tiles, into the other buffer (f32) or the staging area (bf16).
-        if (g0 + kFwdGroup < N)
-          tiles.issue(grp + 1, p.B + (b * N + g0 + kFwdGroup) * L, p.C + (b * N + g0 + kFwdGroup) * L,
-                      min(kFwdGroup, N - g0 - kFwdGroup), L, t0);
+        if (g0 + kGroup < N)
+          tiles.issue(grp + 1, p.B + (b * N + g0 + kGroup) * L, p.C + (b * N + g0 + kGroup) * L,
+                      min(kGroup, N - g0 - kGroup), L, t0);
         else if (t0 + kSteps < L)
-          tiles.issue(grp + 1, p.B + b * N * L, p.C + b * N * L, min(kFwdGroup, N), L, t0 + kSteps);
+          tiles.issue(grp + 1, p.B + b * N * L, p.C + b * N * L, min(kGroup, N), L, t0 + kSteps);
         mma::cp_async_commit();
       } else {
         __syncthreads();  // the warps are done with the previous group's tiles
@@ -1163,7 +1172,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
     p.vec = rows_aligned<T>(L, {p.u, p.delta, p.B, p.C, p.z, p.out});
     auto launch = [&](auto shape) {
       using Shape = decltype(shape);
-      const size_t smem = forward_smem<T, Shape::kItems, Shape::kSeg>(N);
+      const size_t smem = forward_smem<T, Shape>(N);
       allow_smem(forward_kernel<T, Shape>, smem, op);
       p.cpb = kR * (32 / Shape::kSeg);
       p.dblocks = ceil_div(Dn, p.cpb);
@@ -1177,6 +1186,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u_in, const Tensor& del
       case ScanForward::Steps8Blocks4: launch(FwdSteps8Blocks4{}); break;
       case ScanForward::Steps16Half: launch(FwdSteps16Half{}); break;
       case ScanForward::Steps16Quarter: launch(FwdSteps16Quarter{}); break;
+      case ScanForward::Steps16HalfGroup8: launch(FwdSteps16HalfGroup8{}); break;
     }
   });
   return {out, last, states};

@@ -62,6 +62,7 @@ TEST(CudaImplSelect, NamesAreTheEnvironmentValues) {
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps8Blocks4)), "steps8b4");
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps16Half)), "steps16h");
   EXPECT_EQ(std::string(impl_name(ScanForward::Steps16Quarter)), "steps16q");
+  EXPECT_EQ(std::string(impl_name(ScanForward::Steps16HalfGroup8)), "steps16hg");
   EXPECT_EQ(std::string(impl_name(ScanBackward::Steps8Half)), "steps8h");
   EXPECT_EQ(std::string(impl_name(ScanBackward::Steps8)), "steps8");
   EXPECT_EQ(std::string(impl_name(ScanBackward::Steps8Quarter)), "steps8q");

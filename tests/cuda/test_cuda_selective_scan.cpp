@@ -429,14 +429,15 @@ Tensor misaligned_copy(const Tensor& t) {
 
 // The blocked forward's shapes (kernels/cuda_impl.h, ScanForward): 8 steps per lane
 // (256-step chunks), two states at once (odd N leaves one to walk alone), 4 blocks per SM, two
-// or four channels per warp (D = 3 and 5 leave a warp with channels past D).
+// or four channels per warp (D = 3 and 5 leave a warp with channels past D), tile groups of 8
+// states (N = 3, 5 and 40 end in a partial group).
 // Save intervals below, at and above 8 steps; L ending inside, at and past a lane; bf16.
 TEST(CudaSelectiveScan, BlockedForwardShapes) {
   HYMBA_REQUIRE_GPU();
   ImplGuard<ScanImpl> guard(ScanImpl::Blocked);
   uint64_t seed = 1500;
   for (ScanForward shape : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4,
-                            ScanForward::Steps16Half, ScanForward::Steps16Quarter}) {
+                            ScanForward::Steps16Half, ScanForward::Steps16Quarter, ScanForward::Steps16HalfGroup8}) {
     SCOPED_TRACE(impl_name(shape));
     ImplGuard<ScanForward> fwd(shape);
     check_case({2, 3, 16, 2176, true, true, true, true}, DType::F32, seed++);

@@ -13,6 +13,7 @@ enum class ScanForward {
   Steps8Blocks4,  // 8 steps per lane, one state, registers capped for 4 blocks per SM
   Steps16Half,    // 16 steps per lane, two channels per warp (a half-warp each), 3 blocks per SM: the fastest
   Steps16Quarter,  // 16 steps per lane, four channels per warp (8 lanes each), 3 blocks per SM
+  Steps16HalfGroup8,  // as Steps16Half, with B/C tile groups of 8 states (half the block barriers)
 };
 enum class ScanBackward {
   Steps8Half,     // 8 steps per lane, two channels per warp (a half-warp each)
@@ -25,13 +26,14 @@ inline const char* impl_name(ScanForward s) {
          : s == ScanForward::Steps8States2 ? "steps8x2"
          : s == ScanForward::Steps8Blocks4 ? "steps8b4"
          : s == ScanForward::Steps16Half   ? "steps16h"
-                                           : "steps16q";
+         : s == ScanForward::Steps16Quarter ? "steps16q"
+                                            : "steps16hg";
 }
 inline ScanForward scan_forward() {
   const char* v = std::getenv("HYMBA_CUDA_SCAN_FORWARD");
   if (v == nullptr || *v == '\0') return ScanForward::Steps16Half;
   for (ScanForward s : {ScanForward::Steps16, ScanForward::Steps8States2, ScanForward::Steps8Blocks4,
-                        ScanForward::Steps16Half, ScanForward::Steps16Quarter})
+                        ScanForward::Steps16Half, ScanForward::Steps16Quarter, ScanForward::Steps16HalfGroup8})
     if (std::strcmp(v, impl_name(s)) == 0) return s;
   std::fprintf(stderr, "emu: HYMBA_CUDA_SCAN_FORWARD='%s' is not a forward shape\n", v);
   std::exit(2);
