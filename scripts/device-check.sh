@@ -18,7 +18,7 @@
 #              warp-state sections of the fast scan and attention kernels at Hymba-1.5B sizes)
 #            --source-profile (after that: per-SASS-instruction samples and stall reasons of the
 #              f32 blocked scan forward and backward, and of two other forward shapes, into
-#              scan-source.txt)
+#              scan-source.txt; scripts/sass-profile.py summarises it)
 #
 # Steps: env (nvidia-smi, nvcc, cmake, compiler), nccl (nccl.h and libnccl in the CUDA
 # toolkit, else NCCL_ROOT, else the pip wheel nvidia-nccl-cu13), bundle (unpack), configure
