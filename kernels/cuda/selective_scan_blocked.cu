@@ -73,11 +73,10 @@ constexpr int kThreads = 32 * kR;
 // four more per state: at 16 steps it would need over 255 registers, at 8 it fits the 170
 // that __launch_bounds__(kThreads, 3) leaves (3 blocks of 128 threads per SM). ptxas -v
 // (CUDA 13, f32 and bf16): sm_90 forward 167-168 registers at 16 steps (two states at once
-// there spill), 140-152 at 8 steps with two states, 116-128 at 8 steps capped for 4 blocks
-// per SM; backward 166-168 (at the cap: holding a state's B and C items across its scans
-// spills); no spills in the default shapes, 4-8 bytes in the f32 quarter-warp and bf16
-// whole-warp backward. sm_80 forward 168 (20 bytes of spills for bf16 on half- and
-// quarter-warps) / 133-146 / 114-128, backward 202-212 (2 blocks per SM, see
+// there spill), 146-149 at 8 steps with two states, 118-120 at 8 steps capped for 4 blocks
+// per SM; backward 167-168 (at the cap: holding a state's B and C items across its scans
+// spills); no spills but 8 bytes in the bf16 quarter-warp backward. sm_80 forward 163-168 /
+// 137-139 / 111-116, backward 196-226 (2 blocks per SM, see
 // kBwdBlocksPerSM). Multiples of 8, so that a 16-byte vector of bf16 stays within one lane's
 // items.
 constexpr int kBwdItems = 8;
@@ -92,7 +91,7 @@ static_assert(kBwdItems % 8 == 0);
 // Hymba-1.5B shape, bench/RESULTS.md; 8 lanes not measured yet); 8 steps per lane trade more
 // scan work per step for more independent work per warp or more warps per SM. kGroup: the
 // states per shared B/C tile group (a block barrier and a round of tile copies per group):
-// 4, or 8 for half the barriers at twice the tile memory (f32: 40 KiB, 71 KiB per block in
+// 4, or 8 for half the barriers at twice the tile memory (f32: 32 KiB, 63 KiB per block in
 // all, still 3 blocks per SM).
 template <int kItems_, int kStates_, int kBlocksPerSM_, int kSeg_ = 32, int kGroup_ = 4> struct FwdShape {
   static constexpr int kItems = kItems_, kStates = kStates_, kBlocksPerSM = kBlocksPerSM_, kSeg = kSeg_;
@@ -107,22 +106,23 @@ using FwdSteps8Blocks4 = FwdShape<8, 1, 4>;
 using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
 using FwdSteps16Quarter = FwdShape<16, 1, 3, 8>;
 using FwdSteps16HalfGroup8 = FwdShape<16, 1, 3, 16, 8>;
-// Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. The
-// backward's shared memory fits only 2 blocks in an A100's 164 KiB, so below sm_90 its cap
-// is that of 2 blocks (no spills; 3 would spill, for nothing).
+// Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. Below
+// sm_90 the backward's cap is that of 2 blocks: its sm_80 code needs 202-212 registers, and
+// capped for 3 (168) it would spill. (Its shared memory, 49 KiB, would now fit 3 blocks in
+// an A100's 164 KiB; not measured on an A100.)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int kBwdBlocksPerSM = 2;
 #else
 constexpr int kBwdBlocksPerSM = 3;
 #endif
 // States per shared B/C tile group in the backward (the forward's: FwdShape::kGroup). Shared
-// memory at N = 16, f32, the default shapes (half-warps, groups of 4 states): forward 20 KiB
-// of double-buffered tiles (2 x 2 x 4 x 320 floats), 1 KiB of carries
-// and A, 30 KiB of lane slots (51 KiB); backward 12 KiB of tiles, 48 KiB of dB/dC terms
-// (2 x kR x 4 x 384 floats), 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of
-// carries and A (69 KiB, opted in; the dA terms grow with N, 128 KiB at N = 256). With the
-// register caps that is 3 blocks (12 warps) per SM both ways on an H100; the backward fits 2
-// on an A100 (164 KiB of shared memory per SM).
+// memory at N = 16, f32, the default shapes (half-warps, groups of 4 states): forward 16 KiB
+// of double-buffered tiles (2 x 2 x 4 x 256 floats), 1 KiB of carries and A, 30 KiB of lane
+// slots (47 KiB); backward 8 KiB of tiles, 32 KiB of dB/dC terms (2 x kR x 4 x 256 floats),
+// 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of carries and A (49 KiB, opted
+// in; the dA terms grow with N, 128 KiB at N = 256). With the register caps that is 3 blocks
+// (12 warps) per SM both ways on an H100; the backward fits 2 on an A100 (164 KiB of shared
+// memory per SM).
 constexpr int kBwdGroup = 4;
 // The backward's widest time chunk (a warp per channel), which every narrower shape falls
 // back to: the save interval must divide it, so that every chunk starts right after a saved
@@ -135,15 +135,27 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// ---- tiles: a time chunk of 32 * kItems steps of one state, lane-major with padding ----
-// Lane k's items are the kItems floats at k * (kItems + 4): its 16-byte reads then hit
-// distinct banks within each quarter warp (rows 80 or 48 bytes apart), where an unpadded
-// layout would give 4-way conflicts.
-template <int kItems> constexpr int kLaneStride = kItems + 4;
-template <int kItems, int kLanes = 32> constexpr int kTileRow = kLanes * kLaneStride<kItems>;
-// Position of step q of the chunk in a tile row.
+// ---- tiles: a time chunk of kLanes * kItems steps of one state, lane-major, swizzled ----
+// Lane k's items are the kItems floats at k * kItems, their 16-byte vectors in a lane-
+// dependent order: vector v at slot v ^ swz(k), swz(k) = (k / (8 / kVec)) % kVec with kVec =
+// kItems / 4 vectors per lane. Shared memory serves 16-byte accesses a quarter warp (8
+// threads, 128 bytes) at a time, and the tiles and the backward's dB/dC terms are accessed in
+// two patterns: by lane (8 lanes, each its own vector v: tile_items, the dB/dC terms'
+// stores) and in time order (8 consecutive vectors: the cp.async copies, the widening of
+// bf16 rows, the dB/dC sums). With the swizzle both hit 8 distinct bank groups. The layout
+// before it padded each lane by 16 bytes, which served the lanes but left the time-order
+// accesses 2-way conflicted: in run 4's source profile the dB/dC sums' loads and the tile
+// copies were a quarter of the backward's shared-memory wavefronts beyond the ideal.
+template <int kItems, int kLanes = 32> constexpr int kTileRow = kLanes * kItems;
+// Offset (floats) of lane k's vector v in a tile row.
+template <int kItems> __device__ __forceinline__ int vec_pos(int k, int v) {
+  constexpr int kVec = kItems / 4;
+  static_assert(kVec == 2 || kVec == 4, "the swizzle assumes 2 or 4 vectors per lane");
+  return k * kItems + 4 * (v ^ ((k / (8 / kVec)) % kVec));
+}
+// Offset of step q of the chunk in a tile row.
 template <int kItems> __device__ __forceinline__ int tile_pos(int q) {
-  return (q / kItems) * kLaneStride<kItems> + q % kItems;
+  return vec_pos<kItems>(q / kItems, q % kItems / 4) + q % 4;
 }
 
 // Rows 0 .. rows - 1 of src (row stride L; src points at step 0 of the first row), steps
@@ -162,21 +174,14 @@ __device__ void fill_tile(float* __restrict__ tile, const T* __restrict__ src, i
 // A lane's items of one tile row.
 template <int kItems>
 __device__ __forceinline__ void tile_items(const float* __restrict__ row, int lane, float (&x)[kItems]) {
-  const float4* p = reinterpret_cast<const float4*>(row + lane * kLaneStride<kItems>);
 #pragma unroll
   for (int v = 0; v < kItems / 4; ++v) {
-    const float4 w = p[v];
+    const float4 w = *reinterpret_cast<const float4*>(row + vec_pos<kItems>(lane, v));
     x[4 * v] = w.x;
     x[4 * v + 1] = w.y;
     x[4 * v + 2] = w.z;
     x[4 * v + 3] = w.w;
   }
-}
-template <int kItems>
-__device__ __forceinline__ void store_tile_items(float* __restrict__ row, int lane, const float (&x)[kItems]) {
-  float4* p = reinterpret_cast<float4*>(row + lane * kLaneStride<kItems>);
-#pragma unroll
-  for (int v = 0; v < kItems / 4; ++v) p[v] = make_float4(x[4 * v], x[4 * v + 1], x[4 * v + 2], x[4 * v + 3]);
 }
 
 // ---- the tiles of the next state group, copied while the current one is computed ----
@@ -232,10 +237,11 @@ template <typename T, int kItems, int kGroup, int kLanes = 32> struct TileBuf {
         const bool isC = j >= gn;
         const int jj = isC ? j - gn : j;
         const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(stage + (isC * kGroup + jj) * kSteps + q);
-        float4* d4 = reinterpret_cast<float4*>((isC ? C(0) : B(0)) + jj * kRow + tile_pos<kItems>(q));
+        float* row = (isC ? C(0) : B(0)) + jj * kRow;
 #pragma unroll
-        for (int e = 0; e < kN; e += 4)
-          d4[e / 4] = make_float4(to_f32(w.v[e]), to_f32(w.v[e + 1]), to_f32(w.v[e + 2]), to_f32(w.v[e + 3]));
+        for (int e = 0; e < kN; e += 4)  // each 4 steps to their own (swizzled) place
+          *reinterpret_cast<float4*>(row + tile_pos<kItems>(q + e)) =
+              make_float4(to_f32(w.v[e]), to_f32(w.v[e + 1]), to_f32(w.v[e + 2]), to_f32(w.v[e + 3]));
       }
     }
   }
@@ -938,8 +944,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
           }
 
           // This warp's dB, dC terms go out a float4 at a time (registers).
-          float4* tB = reinterpret_cast<float4*>(xB + (warp * kBwdGroup + j) * kXRow + lane * kLaneStride<kItems>);
-          float4* tC = reinterpret_cast<float4*>(xC + (warp * kBwdGroup + j) * kXRow + lane * kLaneStride<kItems>);
+          float* const tB = xB + (warp * kBwdGroup + j) * kXRow;
+          float* const tC = xC + (warp * kBwdGroup + j) * kXRow;
           float h = pre[0].a * h_in + pre[0].b, dA_t = 0.f;
 #pragma unroll
           for (int v = 0; v < kItems / 4; ++v) {
@@ -958,8 +964,8 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
               xc[m] = dy[i] * h;
               a[i] = exp2_approx(dt[i] * A2next);  // a[i] is used up: state n + 1's
             }
-            tB[v] = make_float4(xb[0], xb[1], xb[2], xb[3]);
-            tC[v] = make_float4(xc[0], xc[1], xc[2], xc[3]);
+            *reinterpret_cast<float4*>(tB + vec_pos<kItems>(lane, v)) = make_float4(xb[0], xb[1], xb[2], xb[3]);
+            *reinterpret_cast<float4*>(tC + vec_pos<kItems>(lane, v)) = make_float4(xc[0], xc[1], xc[2], xc[3]);
           }
           dA_lane[n * kThreads + tid] += dA_t;
         }
