@@ -107,7 +107,7 @@ using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
 using FwdSteps16Quarter = FwdShape<16, 1, 3, 8>;
 using FwdSteps16HalfGroup8 = FwdShape<16, 1, 3, 16, 8>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. Below
-// sm_90 the backward's cap is that of 2 blocks: its sm_80 code needs 202-212 registers, and
+// sm_90 the backward's cap is that of 2 blocks: its sm_80 code needs 196-226 registers, and
 // capped for 3 (168) it would spill. (Its shared memory, 49 KiB, would now fit 3 blocks in
 // an A100's 164 KiB; not measured on an A100.)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -121,8 +121,7 @@ constexpr int kBwdBlocksPerSM = 3;
 // slots (47 KiB); backward 8 KiB of tiles, 32 KiB of dB/dC terms (2 x kR x 4 x 256 floats),
 // 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of carries and A (49 KiB, opted
 // in; the dA terms grow with N, 128 KiB at N = 256). With the register caps that is 3 blocks
-// (12 warps) per SM both ways on an H100; the backward fits 2 on an A100 (164 KiB of shared
-// memory per SM).
+// (12 warps) per SM both ways on an H100; 2 for the backward on an A100 (kBwdBlocksPerSM).
 constexpr int kBwdGroup = 4;
 // The backward's widest time chunk (a warp per channel), which every narrower shape falls
 // back to: the save interval must divide it, so that every chunk starts right after a saved
@@ -437,9 +436,10 @@ __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int6
 }
 
 // A hint to bring the 128-byte line holding p into L2 (no register written, nothing waited
-// for). The backward reads its rows with plain loads at the start of each time chunk (its
-// shared memory has no room for the forward's cp.async slots), and those loads were a
-// twentieth of its stall samples: it asks for the next chunk's lines a whole chunk ahead.
+// for). The backward reads its rows with plain loads at the start of each time chunk and
+// again after the states (it has no cp.async slots like the forward's: the rows would have to
+// stay in them through the chunk), and in run 3 those loads were a twentieth of its stall
+// samples: it asks for the next chunk's lines a whole chunk ahead.
 __device__ __forceinline__ void prefetch_l2(const void* p) {
 #ifdef __CUDA_ARCH__
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
