@@ -75,7 +75,7 @@ constexpr int kThreads = 32 * kR;
 // (CUDA 13, f32 and bf16): sm_90 forward 167-168 registers at 16 steps (two states at once
 // there spill), 146-149 at 8 steps with two states, 118-120 at 8 steps capped for 4 blocks
 // per SM; backward 167-168 (at the cap: holding a state's B and C items across its scans
-// spills); no spills but 8 bytes in the bf16 quarter-warp backward. sm_80 forward 163-168 /
+// spills); no spills but 12-16 bytes in the bf16 quarter-warp shapes. sm_80 forward 163-168 /
 // 137-139 / 111-116, backward 196-226 (2 blocks per SM, see
 // kBwdBlocksPerSM). Multiples of 8, so that a 16-byte vector of bf16 stays within one lane's
 // items.
