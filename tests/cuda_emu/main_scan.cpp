@@ -4,8 +4,8 @@
 // same (bf16-rounded, for bf16) inputs. Every output and gradient is compared.
 // Usage: emu_scan MODE... (grid: L x N x chunk with z/D/bias/softplus rotating, f32; edge:
 // L = 0, N at the limit, N > 32, chunk boundaries, save intervals below and at a forward lane's
-// 16 steps with L - 1 inside and at the end of a lane; bf16: three bf16 cases; quick: two f32
-// cases). EMU_CASE=i runs only case i of each mode. Tolerance: 1e-4 relative to max |ref|
+// 16 steps with L - 1 inside and at the end of a lane; bf16: four bf16 cases; quick: three f32
+// cases and one bf16). EMU_CASE=i runs only case i of each mode. Tolerance: 1e-4 relative to max |ref|
 // (f32), 2e-2 (bf16); any NaN fails. Last line: "scan: cases=N failures=F worst ..." (f32).
 #include <cmath>
 #include <cstdio>
@@ -86,6 +86,8 @@ static std::vector<C> cases_of(const std::string& mode) {
     cs.push_back({1, 5, 600, 17, 64, true, true, true, true, DType::F32});
     cs.push_back({2, 3, 257, 16, 1, false, false, false, false, DType::F32});
     cs.push_back({1, 17, 130, 4, 64, true, true, true, true, DType::F32});  // full blocks and a tail
+    // bf16 with aligned rows (L % 8 == 0): B/C staged and widened into the float tiles.
+    cs.push_back({1, 5, 304, 16, 64, true, true, true, true, DType::BF16});
   } else {
     std::fprintf(stderr, "emu_scan: unknown mode %s (grid, edge, bf16, quick)\n", mode.c_str());
     std::exit(2);
