@@ -75,8 +75,8 @@ constexpr int kThreads = 32 * kR;
 // (CUDA 13, f32 and bf16): sm_90 forward 167-168 registers at 16 steps (two states at once
 // there spill), 146-149 at 8 steps with two states, 118-120 at 8 steps capped for 4 blocks
 // per SM; backward 167-168 (at the cap: holding a state's B and C items across its scans
-// spills); no spills but 12-16 bytes in the bf16 quarter-warp shapes. sm_80 forward 163-168 /
-// 137-139 / 111-116, backward 196-226 (2 blocks per SM, see
+// spills); no spills but 8-48 bytes in the quarter-warp shapes (bf16 forward, both
+// backwards). sm_80 forward 163-168 / 137-139 / 111-116, backward 195-230 (2 blocks per SM, see
 // kBwdBlocksPerSM). Multiples of 8, so that a 16-byte vector of bf16 stays within one lane's
 // items.
 constexpr int kBwdItems = 8;
@@ -107,9 +107,9 @@ using FwdSteps16Half = FwdShape<16, 1, 3, 16>;
 using FwdSteps16Quarter = FwdShape<16, 1, 3, 8>;
 using FwdSteps16HalfGroup8 = FwdShape<16, 1, 3, 16, 8>;
 // Blocks per SM the register caps are sized for (__launch_bounds__): 3 on an H100. Below
-// sm_90 the backward's cap is that of 2 blocks: its sm_80 code needs 196-226 registers, and
-// capped for 3 (168) it would spill. (Its shared memory, 49 KiB, would now fit 3 blocks in
-// an A100's 164 KiB; not measured on an A100.)
+// sm_90 the backward's cap is that of 2 blocks: its sm_80 code needs 195-230 registers, and
+// capped for 3 (168) it would spill (its shared memory, 73 KiB, fits only 2 in an A100's
+// 164 KiB anyway).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int kBwdBlocksPerSM = 2;
 #else
@@ -119,8 +119,8 @@ constexpr int kBwdBlocksPerSM = 3;
 // memory at N = 16, f32, the default shapes (half-warps, groups of 4 states): forward 16 KiB
 // of double-buffered tiles (2 x 2 x 4 x 256 floats), 1 KiB of carries and A, 30 KiB of lane
 // slots (47 KiB); backward 8 KiB of tiles, 32 KiB of dB/dC terms (2 x kR x 4 x 256 floats),
-// 8 KiB of per-lane dA terms (kThreads x N floats) and 1 KiB of carries and A (49 KiB, opted
-// in; the dA terms grow with N, 128 KiB at N = 256). With the register caps that is 3 blocks
+// 8 KiB of per-lane dA terms (kThreads x N floats), 24 KiB of row slots (kBwdSlots) and 1 KiB
+// of carries and A (73 KiB, opted in; the dA terms grow with N, 128 KiB at N = 256). With the register caps that is 3 blocks
 // (12 warps) per SM both ways on an H100; 2 for the backward on an A100 (kBwdBlocksPerSM).
 constexpr int kBwdGroup = 4;
 // The backward's widest time chunk (a warp per channel), which every narrower shape falls
@@ -436,10 +436,10 @@ __device__ __forceinline__ void store_items(T* __restrict__ row, int64_t L, int6
 }
 
 // A hint to bring the 128-byte line holding p into L2 (no register written, nothing waited
-// for). The backward reads its rows with plain loads at the start of each time chunk and
-// again after the states (it has no cp.async slots like the forward's: the rows would have to
-// stay in them through the chunk), and in run 3 those loads were a twentieth of its stall
-// samples: it asks for the next chunk's lines a whole chunk ahead.
+// for). The backward reads delta, and in its whole-warp shape also u, dout and z (no room
+// for the row slots there: kBwdSlots), with plain loads at the start of each time chunk; in
+// run 3 its row loads were a twentieth of its stall samples. It asks for the next chunk's
+// lines a whole chunk ahead.
 __device__ __forceinline__ void prefetch_l2(const void* p) {
 #ifdef __CUDA_ARCH__
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
@@ -765,11 +765,30 @@ __global__ void __launch_bounds__(kThreads, Shape::kBlocksPerSM) forward_kernel(
 // Backward shared memory: every thread's dA terms (N floats each), the B and C tiles
 // (TileBuf), the warps' dB and dC terms of a state group, then the warps' e carries and
 // A log2(e).
+// The backward's row slots: u, dout and z of a time chunk, copied (cp.async) one chunk ahead
+// into buffer c & 1 and read at the chunk's start and again after its states, so that
+// neither read waits for global memory (in run 3 the two sets of loads were about a
+// twentieth of the backward's stall samples). Two buffers of three rows of kThreads lanes x
+// kBwdItems, 24 KiB for f32: with them the half- and quarter-warp backward still fit 3 blocks
+// per SM (73 and 70 KiB); the whole-warp shape, whose tiles are twice as long, would not, and
+// loads its rows directly.
+template <int kSeg> constexpr bool kBwdSlots = kSeg <= 16;
+template <typename T, int kSeg> constexpr size_t kBwdSlotBytes = kBwdSlots<kSeg> ? 6 * kThreads * kBwdItems * sizeof(T) : 0;
+// A lane's 16-byte vector v of its kBwdItems items in a slot row (elements): lane-private,
+// and distinct bank groups for the 8 lanes of a quarter warp (f32: two vectors per lane, in
+// the tiles' swizzled order; bf16: one).
+template <typename T> __device__ __forceinline__ int slot_pos(int t, int v) {
+  if constexpr (sizeof(T) == 4)
+    return vec_pos<kBwdItems>(t, v);
+  else
+    return t * kBwdItems + v * Vec16<T>::kN;
+}
+
 template <typename T, int kSeg> size_t backward_smem(int64_t N) {
   constexpr size_t tile = kBwdGroup * kTileRow<kBwdItems>;
   const size_t channels = size_t(kR * (32 / kSeg) * N);
   return size_t(N) * kThreads * 4 + TileBuf<T, kBwdItems, kBwdGroup, kSeg>::bytes() + 2 * kR * tile * 4 +
-         2 * channels * 4;
+         kBwdSlotBytes<T, kSeg> + 2 * channels * 4;
 }
 
 template <typename T, int kSeg>
@@ -809,13 +828,42 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   // block between K3 and K1 of the next group.
   float* xB = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(dA_lane + N * kThreads) + Tiles::bytes());
   float* xC = xB + kR * kBwdGroup * kXRow;
+  // The row slots (kBwdSlots): buffer k holds rows u, dout, z; this thread's items at
+  // slot_pos. Private to the lane: its own cp.async.wait_group orders its copies before its
+  // reads.
+  T* const slots = reinterpret_cast<T*>(xC + kR * kBwdGroup * kXRow);
+  auto slot = [&](int64_t chunk, int which) { return slots + (int(chunk & 1) * 3 + which) * kThreads * kItems; };
+  float* const after_slots = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(slots) + kBwdSlotBytes<T, kSeg>);
+  // Whether this lane's items of the chunk at lane offset sc go through the slots: whole
+  // 16-byte vectors of aligned rows, inside L (as the forward's ahead()).
+  auto slotted = [&](int64_t sc) { return kBwdSlots<kSeg> && active && ahead(p.vec, sc, kItems, L); };
+  auto fill_slots = [&](int64_t chunk) {
+    const int64_t sc = chunk * kSteps + sl * kItems;
+    if (!slotted(sc)) return;
+    constexpr int kN = Vec16<T>::kN;
+#pragma unroll
+    for (int v = 0; v < kItems / kN; ++v) {
+      mma::cp_async_16(slot(chunk, 0) + slot_pos<T>(tid, v), p.u + row + sc + v * kN);
+      mma::cp_async_16(slot(chunk, 1) + slot_pos<T>(tid, v), p.dout + row + sc + v * kN);
+      if (p.z) mma::cp_async_16(slot(chunk, 2) + slot_pos<T>(tid, v), p.z + row + sc + v * kN);
+    }
+  };
+  auto read_slot = [&](const T* at, float(&x)[kItems]) {
+    constexpr int kN = Vec16<T>::kN;
+#pragma unroll
+    for (int v = 0; v < kItems / kN; ++v) {
+      const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(at + slot_pos<T>(tid, v));
+#pragma unroll
+      for (int e = 0; e < kN; ++e) x[v * kN + e] = to_f32(w.v[e]);
+    }
+  };
   // ecarry[n] of this channel: e entering the current chunk from the later ones. Read by
   // every lane of the segment before the __syncwarp that follows the scans of (chunk, n),
   // written by its first lane after it; read next in the previous chunk, after K1, K2.
-  float* ecarry = xC + kR * kBwdGroup * kXRow + ch * N;
+  float* ecarry = after_slots + ch * N;
   // A2[n] = A[d, n] log2(e) of this channel: written by the segment's lanes before the
   // __syncwarp below (the first chunk's decay factors read it before any block barrier).
-  float* A2s = xC + kR * kBwdGroup * kXRow + kR * kCh * N + ch * N;
+  float* A2s = after_slots + kR * kCh * N + ch * N;
   for (int n = 0; n < N; ++n) dA_lane[n * kThreads + tid] = 0.f;
   for (int n = sl; n < N; n += kSeg) {
     ecarry[n] = 0.f;
@@ -826,9 +874,15 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
   double dD_acc = 0.0, db_acc = 0.0;  // the segment's first lane's
 
   const int64_t nchunks = (L + kSteps - 1) / kSteps;
-  // cp.async groups (p.vec): T of the last chunk's first state group here, then T of the
-  // next group (the next state group of the chunk, or the first of the chunk before) at the
-  // start of each group, right after the wait for the group's own: one in flight at a time.
+  // cp.async groups, committed by every thread in the same order: S(c), the slots of chunk
+  // c, and T(c, g), the tiles of its state group g (p.vec). S(last) and T(last, 0) here;
+  // per chunk c, S(c - 1) at its start, after its own slots are read, and T of the next
+  // group (the next one of the chunk, or the first of the chunk before) at the start of each
+  // group, right after the wait for the group's own. So at chunk c's start the only group
+  // younger than S(c) is at most T(c, 0): wait<1>; at the start of its group 0 the only one
+  // younger than T(c, 0) is S(c - 1): wait<1>; at later groups none: wait<0>.
+  if (nchunks > 0) fill_slots(nchunks - 1);
+  mma::cp_async_commit();
   if (p.vec && nchunks > 0)
     tiles.issue(0, p.B + b * N * L, p.C + b * N * L, min(kBwdGroup, N), L, (nchunks - 1) * kSteps);
   mma::cp_async_commit();
@@ -846,14 +900,24 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
     float dtu[kItems], dt[kItems], dy[kItems], y[kItems], ddt[kItems], dub[kItems], dtsum = 0.f;
 #pragma unroll
     for (int i = 0; i < kItems; ++i) dtu[i] = dt[i] = dy[i] = y[i] = ddt[i] = dub[i] = 0.f;
+    const bool here = slotted(s);
+    mma::cp_async_wait<1>();  // S(c)
     if (active) {
       float u[kItems];
-      load_items(p.u + row, L, s, p.vec, u);
       load_items(p.delta + row, L, s, p.vec, dt);
-      load_items(p.dout + row, L, s, p.vec, dy);
+      if (here) {
+        read_slot(slot(c, 0), u);
+        read_slot(slot(c, 1), dy);
+      } else {
+        load_items(p.u + row, L, s, p.vec, u);
+        load_items(p.dout + row, L, s, p.vec, dy);
+      }
       if (p.z) {
         float zz[kItems];
-        load_items(p.z + row, L, s, p.vec, zz);
+        if (here)
+          read_slot(slot(c, 2), zz);
+        else
+          load_items(p.z + row, L, s, p.vec, zz);
 #pragma unroll
         for (int i = 0; i < kItems; ++i) dy[i] *= zz[i] * sigmoid(zz[i]);
       }
@@ -866,12 +930,19 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       }
       if (c > 0) {  // this lane's items of the chunk before (the next one walked), whole inside L
         const int64_t prev = row + s - kSteps;
-        prefetch_l2(p.u + prev);
         prefetch_l2(p.delta + prev);
-        prefetch_l2(p.dout + prev);
-        if (p.z) prefetch_l2(p.z + prev);
+        if (!kBwdSlots<kSeg>) {
+          prefetch_l2(p.u + prev);
+          prefetch_l2(p.dout + prev);
+          if (p.z) prefetch_l2(p.z + prev);
+        }
       }
     }
+    // S(c - 1), into the buffer this lane last read at the end of chunk c + 1 (those values
+    // are used by now: in-order issue; the clobber keeps the compiler from moving the reads).
+    asm volatile("" ::: "memory");
+    if (c > 0) fill_slots(c - 1);
+    mma::cp_async_commit();
     // a[i] = exp(dt_i A[d, n]): state 0's here, then state n + 1's during state n's walk, each
     // as soon as the walk has used state n's (the same values, computed earlier): the 8
     // MUFUs per state (each holds a sub-partition's special-function unit for 8 cycles) were
@@ -888,7 +959,10 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
       const float* Bs = tiles.B(grp);
       const float* Cs = tiles.C(grp);
       if (p.vec) {
-        mma::cp_async_wait<0>();
+        if (g0 == 0)
+          mma::cp_async_wait<1>();  // T(c, 0), S(c - 1) may still be in flight
+        else
+          mma::cp_async_wait<0>();  // T(c, g)
         __syncthreads();  // K1: copies landed; the previous group's tiles and dB/dC terms are read
         if constexpr (!Tiles::kDirect) {
           tiles.widen(gn);
@@ -1042,10 +1116,18 @@ __global__ void __launch_bounds__(kThreads, kBwdBlocksPerSM) backward_kernel(Par
 #pragma unroll
     for (int i = 0; i < kItems; ++i) u[i] = zz[i] = dout[i] = 0.f;
     if (active) {
-      load_items(p.u + row, L, s, p.vec, u);
-      if (p.z) {
-        load_items(p.z + row, L, s, p.vec, zz);
-        load_items(p.dout + row, L, s, p.vec, dout);
+      if (here) {
+        read_slot(slot(c, 0), u);
+        if (p.z) {
+          read_slot(slot(c, 2), zz);
+          read_slot(slot(c, 1), dout);
+        }
+      } else {
+        load_items(p.u + row, L, s, p.vec, u);
+        if (p.z) {
+          load_items(p.z + row, L, s, p.vec, zz);
+          load_items(p.dout + row, L, s, p.vec, dout);
+        }
       }
     }
     float dD_t = 0.f, db_t = 0.f;
