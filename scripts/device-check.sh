@@ -12,6 +12,9 @@
 #            --budget SECONDS (default 450: the whole run, steps shortened to fit)
 #            --quick (bench_gpu --quick)   --no-bench   --no-train
 #            --bench-filter S (bench_gpu --filter S: only the cases whose name contains S)
+#            --scan-baseline FILE (an earlier kernels/cuda/selective_scan_blocked.cu, inside the
+#              tree or a carried folder such as .device-bundle: bench_gpu then times it beside
+#              the current scan in the same run, its "A/B" cases; see docs/gpu.md)
 #            --sanitize FILTER (after test_cuda: compute-sanitizer memcheck and racecheck on the
 #              test_cuda cases FILTER selects, e.g. 'CudaAttention.MmaShapesBF16:CudaSelectiveScan.*')
 #            --profile (after bench_gpu: Nsight Compute's speed-of-light, occupancy, memory and
@@ -49,6 +52,7 @@ SANITIZE=""
 PROFILE=0
 SOURCE_PROFILE=0
 BENCH_ARGS=()
+SCAN_BASELINE=""
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -60,6 +64,7 @@ while [ $# -gt 0 ]; do
     --quick) BENCH_ARGS+=(--quick) ;;
     --bench-filter) BENCH_ARGS+=(--filter "${2:?--bench-filter needs a substring of case names}"); shift ;;
     --no-bench) BENCH=0 ;;
+    --scan-baseline) SCAN_BASELINE=${2:?--scan-baseline needs an earlier selective_scan_blocked.cu}; shift ;;
     --no-train) TRAIN=0 ;;
     --sanitize) SANITIZE=${2:?--sanitize needs a gtest filter of test_cuda cases}; shift ;;
     --profile) PROFILE=1 ;;
@@ -69,6 +74,13 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ -n "$SCAN_BASELINE" ]; then
+  case $SCAN_BASELINE in /*) ;; *) SCAN_BASELINE=$ROOT/$SCAN_BASELINE ;; esac
+  if [ ! -f "$SCAN_BASELINE" ]; then
+    echo "device-check: --scan-baseline: no file $SCAN_BASELINE (expected an earlier kernels/cuda/selective_scan_blocked.cu)" >&2
+    exit 2
+  fi
+fi
 
 BUNDLE_TAR=$ROOT/.device-bundle/hymba-device-bundle.tar.gz
 # Unpacked into the build folder: anything left inside .device-bundle would travel with the
@@ -253,6 +265,8 @@ if [ "$USE_BUNDLE" -eq 1 ]; then
 fi
 # Always given, so that a bundle left in the cache by an earlier run is cleared when unused.
 CMAKE_ARGS+=("-DHYMBA_DEVICE_BUNDLE=$BUNDLE_ARG")
+# The same for the scan baseline (bench/CMakeLists.txt).
+CMAKE_ARGS+=("-DHYMBA_SCAN_BASELINE=$SCAN_BASELINE")
 
 # ---- configure and build ----
 if command -v ninja >/dev/null; then

@@ -22,14 +22,21 @@
 # definitions (spdlog's SPDLOG_FMT_EXTERNAL, ...) and the libraries' sonames go to
 # lib/hymba-bundle.cmake, which cmake/DeviceBundle.cmake reads.
 # On the device tool, pass carry: [".device-bundle"] and run scripts/device-check.sh.
+#
+#   scripts/make-device-bundle.sh --scan-baseline REV [DIR]
+# also writes DIR/scan-baseline-REV.cu, kernels/cuda/selective_scan_blocked.cu as of git
+# revision REV, for device-check.sh --scan-baseline (bench_gpu times it beside the current scan
+# in the same run; docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FULL=1
 DIR=.device-bundle
+SCAN_REV=""
 while [ $# -gt 0 ]; do
   case $1 in
     --kernels-only) FULL=0 ;;
+    --scan-baseline) SCAN_REV=${2:?--scan-baseline needs a git revision}; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "make-device-bundle: unknown option '$1'" >&2; exit 2 ;;
     *) DIR=$1 ;;
@@ -43,6 +50,15 @@ MAX_BYTES=$((30 * 1024 * 1024))
 
 log() { echo "make-device-bundle: $*"; }
 die() { echo "make-device-bundle: error: $*" >&2; exit 1; }
+
+# Checked before the bundle is made (minutes); the file itself is written at the end. It is
+# named by the short hash, so that bench_gpu's rows name the revision.
+if [ -n "$SCAN_REV" ]; then
+  short=$(git rev-parse --short --verify --quiet "$SCAN_REV^{commit}") ||
+    die "--scan-baseline: '$SCAN_REV' is not a revision of this repository"
+  git cat-file -e "$short:kernels/cuda/selective_scan_blocked.cu" 2>/dev/null ||
+    die "--scan-baseline: revision $short has no kernels/cuda/selective_scan_blocked.cu"
+fi
 
 for tool in cmake readelf ldd tar gzip objdump; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs the build tools)"
@@ -320,4 +336,8 @@ bytes=$(stat -c %s "$DIR/$TARBALL")
 unpacked=$(du -sb "$stage" | cut -f1)
 log "wrote $DIR/$TARBALL: $((bytes / 1024)) KiB = $((bytes / 1024 / 1024)).$(((bytes % (1024 * 1024)) * 10 / 1024 / 1024)) MiB ($((unpacked / 1024 / 1024)) MiB unpacked; needs glibc >= ${max_glibc#GLIBC_})"
 [ "$bytes" -le "$MAX_BYTES" ] || die "the bundle is over $((MAX_BYTES / 1024 / 1024)) MiB: it would crowd the device tool's 64 MiB working-tree limit"
+if [ -n "$SCAN_REV" ]; then
+  git show "$short:kernels/cuda/selective_scan_blocked.cu" >"$DIR/scan-baseline-$short.cu"
+  log "wrote $DIR/scan-baseline-$short.cu: pass --scan-baseline $DIR/scan-baseline-$short.cu to scripts/device-check.sh"
+fi
 log "on the device tool: carry [\"$DIR\"] and run scripts/device-check.sh"

@@ -53,6 +53,22 @@
 #include "kernels/norm.h"
 #include "kernels/selective_scan.h"
 #include "kernels/softmax_xent.h"
+#ifdef HYMBA_SCAN_BASELINE
+#include "kernels/cuda/selective_scan_blocked.h"
+
+// An earlier kernels/cuda/selective_scan_blocked.cu, built into this program with its
+// namespace renamed from scan_blocked (bench/CMakeLists.txt): the header's entry points,
+// which that source defines.
+namespace hymba::kernels::cuda::scan_blocked_baseline {
+std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                           const Tensor& C, const Tensor& D, const Tensor& z,
+                                           const Tensor& delta_bias, bool delta_softplus, int64_t chunk);
+SelectiveScanGrads backward(const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A,
+                            const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                            const Tensor& delta_bias, bool delta_softplus, const Tensor& chunk_states,
+                            int64_t chunk);
+}  // namespace hymba::kernels::cuda::scan_blocked_baseline
+#endif
 
 using namespace hymba;
 namespace K = hymba::kernels;
@@ -165,39 +181,68 @@ void print_row(const Row& r) {
 void* g_l2_flush = nullptr;
 size_t g_l2_flush_bytes = 0;
 
-// Median milliseconds of fn() over several runs, timed with events on stream 0 (where every
-// kernel and the cuBLAS handle below run). Two warm-up runs keep module loading, allocator
-// growth and cuBLAS's heuristics out of the numbers; the second also sizes the repetitions
-// so each measured op costs about target_ms in all.
-double median_ms(const Options& o, const std::function<void()>& fn) {
-  cudaEvent_t start, stop;
-  HYMBA_CUDA_CHECK(cudaEventCreate(&start));
-  HYMBA_CUDA_CHECK(cudaEventCreate(&stop));
-  auto once = [&] {
-    if (g_l2_flush) HYMBA_CUDA_CHECK(cudaMemsetAsync(g_l2_flush, 0, g_l2_flush_bytes, 0));
-    HYMBA_CUDA_CHECK(cudaEventRecord(start, 0));
-    fn();
-    HYMBA_CUDA_CHECK(cudaEventRecord(stop, 0));
-    HYMBA_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    HYMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    return double(ms);
-  };
-  std::vector<double> t;
-  try {
-    once();
-    const double warm = once();
-    const int reps = std::clamp(int(o.target_ms / std::max(warm, 1e-3)), 3, o.max_reps);
-    for (int i = 0; i < reps; ++i) t.push_back(once());
-  } catch (...) {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    throw;
+// Runs of fn() timed with CUDA events on stream 0 (where every kernel and the cuBLAS handle
+// below run), each after the L2 flush.
+class EventTimer {
+ public:
+  EventTimer() {
+    HYMBA_CUDA_CHECK(cudaEventCreate(&start_));
+    HYMBA_CUDA_CHECK(cudaEventCreate(&stop_));
   }
-  HYMBA_CUDA_CHECK(cudaEventDestroy(start));
-  HYMBA_CUDA_CHECK(cudaEventDestroy(stop));
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  double once(const std::function<void()>& fn) {
+    if (g_l2_flush) HYMBA_CUDA_CHECK(cudaMemsetAsync(g_l2_flush, 0, g_l2_flush_bytes, 0));
+    HYMBA_CUDA_CHECK(cudaEventRecord(start_, 0));
+    fn();
+    HYMBA_CUDA_CHECK(cudaEventRecord(stop_, 0));
+    HYMBA_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    HYMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return double(ms);
+  }
+
+ private:
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+double median_of(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median milliseconds of fn() over several runs. Two warm-up runs keep module loading,
+// allocator growth and cuBLAS's heuristics out of the numbers; the second also sizes the
+// repetitions so each measured op costs about target_ms in all.
+double median_ms(const Options& o, const std::function<void()>& fn) {
+  EventTimer timer;
+  timer.once(fn);
+  const double warm = timer.once(fn);
+  const int reps = std::clamp(int(o.target_ms / std::max(warm, 1e-3)), 3, o.max_reps);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(timer.once(fn));
+  return median_of(std::move(t));
+}
+
+// The median milliseconds of fa() and of fb(), their runs alternating (a, b, a, b, ...) after
+// two warm-ups of each, so that a drift of the clocks or the temperature falls on both alike.
+std::pair<double, double> median_ms_ab(const Options& o, const std::function<void()>& fa,
+                                       const std::function<void()>& fb) {
+  EventTimer timer;
+  timer.once(fa);
+  timer.once(fb);
+  const double warm = timer.once(fa) + timer.once(fb);
+  const int reps = std::clamp(int(o.target_ms / std::max(warm, 1e-3)), 3, o.max_reps);
+  std::vector<double> ta, tb;
+  for (int i = 0; i < reps; ++i) {
+    ta.push_back(timer.once(fa));
+    tb.push_back(timer.once(fb));
+  }
+  return {median_of(std::move(ta)), median_of(std::move(tb))};
 }
 
 // ---------------------------------------------------------------- inputs
@@ -532,26 +577,31 @@ void bench_adamw(Bench& b, const Sizes& s) {
   });
 }
 
+// The scan's inputs at the benchmark shape: random, with A = -exp(A_log), A_log[d, n] =
+// log(n + 1) as Mamba initialises it, and steps dt of about 0.1.
+struct ScanInputs {
+  Tensor u, delta, A, Bm, C, Dv, z, bias;
+};
+ScanInputs make_scan_inputs(const Sizes& s, DType dt) {
+  const int64_t B = s.batch, D = s.d_inner, L = s.seq, N = s.d_state;
+  ScanInputs in;
+  in.u = randn_gpu({B, D, L}, dt, 20);
+  in.delta = randn_gpu({B, D, L}, dt, 21, -2.0, 0.5);  // softplus(-2 +- 0.5): steps of about 0.1
+  std::vector<float> a(static_cast<size_t>(D * N));
+  for (int64_t i = 0; i < D * N; ++i) a[size_t(i)] = -float(i % N + 1);
+  in.A = from_vector<float>(a, {D, N}, TensorOptions(DType::F32, kGpu)).to(dt);
+  in.Bm = randn_gpu({B, N, L}, dt, 22);
+  in.C = randn_gpu({B, N, L}, dt, 23);
+  in.Dv = randn_gpu({D}, dt, 24, 1.0, 0.1);
+  in.z = randn_gpu({B, D, L}, dt, 25);
+  in.bias = randn_gpu({D}, dt, 26, 0.0, 0.1);
+  return in;
+}
+
 void bench_scan(Bench& b, const Sizes& s, DType dt) {
   const int64_t B = s.batch, D = s.d_inner, L = s.seq, N = s.d_state;
   const double es = double(dtype_size(dt));
-  struct Inputs {
-    Tensor u, delta, A, Bm, C, Dv, z, bias;
-  };
-  auto make = [&] {
-    Inputs in;
-    in.u = randn_gpu({B, D, L}, dt, 20);
-    in.delta = randn_gpu({B, D, L}, dt, 21, -2.0, 0.5);  // softplus(-2 +- 0.5): steps of about 0.1
-    std::vector<float> a(static_cast<size_t>(D * N));    // A = -exp(A_log), A_log[d, n] = log(n + 1)
-    for (int64_t i = 0; i < D * N; ++i) a[size_t(i)] = -float(i % N + 1);
-    in.A = from_vector<float>(a, {D, N}, TensorOptions(DType::F32, kGpu)).to(dt);
-    in.Bm = randn_gpu({B, N, L}, dt, 22);
-    in.C = randn_gpu({B, N, L}, dt, 23);
-    in.Dv = randn_gpu({D}, dt, 24, 1.0, 0.1);
-    in.z = randn_gpu({B, D, L}, dt, 25);
-    in.bias = randn_gpu({D}, dt, 26, 0.0, 0.1);
-    return in;
-  };
+  auto make = [&] { return make_scan_inputs(s, dt); };
   const std::string shape = dims({B, D, L, N});
   // Both CUDA implementations (kernels/cuda_impl.h), each checked against the sequential one
   // on the same inputs: the tests cover awkward small shapes, this covers the real one.
@@ -572,7 +622,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
                                       ? tag
                                       : std::string(" [blocked ") + KC::impl_name(fwd_shape) + "]";
       b.run("selective_scan fwd" + fwd_tag, shape, dt, [&](Row& r) {
-        Inputs in = make();
+        ScanInputs in = make();
         memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
           K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
         });
@@ -596,7 +646,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
                                       ? tag
                                       : std::string(" [blocked, backward ") + KC::impl_name(bwd_shape) + "]";
       b.run("selective_scan fwd+bwd" + bwd_tag, shape, dt, [&](Row& r) {
-        Inputs in = make();
+        ScanInputs in = make();
         Tensor dout = randn_gpu({B, D, L}, dt, 27);
         auto fwd_bwd = [&] {
           auto [out, last, chunks] =
@@ -618,6 +668,85 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
     }
   }
 }
+
+#ifdef HYMBA_SCAN_BASELINE
+// The blocked scan against an earlier version of itself, both in this program (bench/CMakeLists.txt,
+// HYMBA_SCAN_BASELINE; docs/gpu.md): the baseline's forward at its default shape (steps16h)
+// against the current one at that shape and at steps16hg, and the same for the backward alone
+// (steps8h; steps8q), their runs alternating. Ours is the current kernel, the baseline column
+// the earlier one, so the ratio is the speed-up; both see the same inputs, and their results
+// must agree (the tolerance of the comparison with the sequential kernels), so that neither
+// can report a time for a wrong answer.
+void bench_scan_ab(Bench& b, const Sizes& s, DType dt) {
+  namespace now = KC::scan_blocked;
+  namespace then = KC::scan_blocked_baseline;
+  const int64_t B = s.batch, D = s.d_inner, L = s.seq, N = s.d_state;
+  const double es = double(dtype_size(dt)), tol = dt == DType::BF16 ? 2e-2 : 1e-3;
+  const std::string shape = dims({B, D, L, N}), base = std::string("baseline ") + HYMBA_SCAN_BASELINE;
+  auto ab = [&](Row& r, double bytes, const std::function<void()>& current, const std::function<void()>& earlier) {
+    r.flops = false;
+    r.amount = bytes;
+    r.baseline_name = base;
+    r.note = fmt("%.0f MB", bytes * 1e-6);
+    try {
+      const auto [ms_now, ms_then] = median_ms_ab(b.options(), current, earlier);
+      r.ours_ms = ms_now;
+      r.baseline_rate = rate_of(r, ms_then);
+    } catch (const std::exception& e) {
+      r.error = short_message(e.what());
+      b.add_failure();
+    }
+  };
+  const int64_t chunk = K::kScanChunk;
+  for (const KC::ScanForward shape_now : {KC::ScanForward::Steps16Half, KC::ScanForward::Steps16HalfGroup8}) {
+    b.run(std::string("selective_scan fwd A/B [blocked ") + KC::impl_name(shape_now) + "]", shape, dt, [&](Row& r) {
+      const ScanInputs in = make_scan_inputs(s, dt);
+      auto run_now = [&] {
+        const KC::ImplGuard<KC::ScanForward> use(shape_now);
+        return now::forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk);
+      };
+      auto run_then = [&] {
+        const KC::ImplGuard<KC::ScanForward> use(KC::ScanForward::Steps16Half);
+        return then::forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk);
+      };
+      ab(r, scan_fwd_bytes(B, D, L, N, es), [&] { run_now(); }, [&] { run_then(); });
+      if (!r.ours_ms) return;
+      const auto [out, last, states] = run_now();
+      const auto [out0, last0, states0] = run_then();
+      compare(b, r, "out", out, out0, tol);
+      compare(b, r, "last", last, last0, tol);
+      compare(b, r, "states", states, states0, tol);
+    });
+  }
+  for (const KC::ScanBackward shape_now : {KC::ScanBackward::Steps8Half, KC::ScanBackward::Steps8Quarter}) {
+    b.run(std::string("selective_scan bwd A/B [blocked ") + KC::impl_name(shape_now) + "]", shape, dt, [&](Row& r) {
+      const ScanInputs in = make_scan_inputs(s, dt);
+      const Tensor dout = randn_gpu({B, D, L}, dt, 27);
+      // One forward's chunk states for both: the two share their layout (selective_scan_blocked.h).
+      const Tensor states = std::get<2>(now::forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk));
+      auto run_now = [&] {
+        const KC::ImplGuard<KC::ScanBackward> use(shape_now);
+        return now::backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, states, chunk);
+      };
+      auto run_then = [&] {
+        const KC::ImplGuard<KC::ScanBackward> use(KC::ScanBackward::Steps8Half);
+        return then::backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, states, chunk);
+      };
+      ab(r, scan_bwd_bytes(B, D, L, N, es), [&] { run_now(); }, [&] { run_then(); });
+      if (!r.ours_ms) return;
+      const K::SelectiveScanGrads got = run_now(), want = run_then();
+      compare(b, r, "du", got.du, want.du, tol);
+      compare(b, r, "ddelta", got.ddelta, want.ddelta, tol);
+      compare(b, r, "dz", got.dz, want.dz, tol);
+      compare(b, r, "dB", got.dB, want.dB, tol);
+      compare(b, r, "dC", got.dC, want.dC, tol);
+      compare(b, r, "dA", got.dA, want.dA, tol);
+      compare(b, r, "dD", got.dD, want.dD, tol);
+      compare(b, r, "ddelta_bias", got.ddelta_bias, want.ddelta_bias, tol);
+    });
+  }
+}
+#endif
 
 void bench_attention(Bench& b, const Sizes& s, DType dt) {
   const int64_t B = s.batch, T = s.seq, hq = s.heads_q, hkv = s.heads_kv;
@@ -755,6 +884,9 @@ int main(int argc, char** argv) {
     for (DType dt : {DType::BF16, DType::F32}) bench_fused(b, s, dt);
     bench_adamw(b, s);
     for (DType dt : {DType::F32, DType::BF16}) bench_scan(b, s, dt);
+#ifdef HYMBA_SCAN_BASELINE
+    for (DType dt : {DType::F32, DType::BF16}) bench_scan_ab(b, s, dt);
+#endif
     for (DType dt : {DType::BF16, DType::F32}) bench_attention(b, s, dt);
     std::printf("# %d failure(s): a CUDA/cuBLAS error, a wrong GEMM result, or a baseline that could not run\n",
                 b.failures());
