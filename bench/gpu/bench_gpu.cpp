@@ -54,20 +54,12 @@
 #include "kernels/selective_scan.h"
 #include "kernels/softmax_xent.h"
 #ifdef HYMBA_SCAN_BASELINE
+// An earlier kernels/cuda/selective_scan_blocked.cu is built into this program with its
+// namespace renamed from scan_blocked (bench/CMakeLists.txt): the same rename here declares its
+// entry points. The current kernels are reached through the public API (kernels/selective_scan.h).
+#define scan_blocked scan_blocked_baseline
 #include "kernels/cuda/selective_scan_blocked.h"
-
-// An earlier kernels/cuda/selective_scan_blocked.cu, built into this program with its
-// namespace renamed from scan_blocked (bench/CMakeLists.txt): the header's entry points,
-// which that source defines.
-namespace hymba::kernels::cuda::scan_blocked_baseline {
-std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
-                                           const Tensor& C, const Tensor& D, const Tensor& z,
-                                           const Tensor& delta_bias, bool delta_softplus, int64_t chunk);
-SelectiveScanGrads backward(const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A,
-                            const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
-                            const Tensor& delta_bias, bool delta_softplus, const Tensor& chunk_states,
-                            int64_t chunk);
-}  // namespace hymba::kernels::cuda::scan_blocked_baseline
+#undef scan_blocked
 #endif
 
 using namespace hymba;
@@ -678,8 +670,8 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
 // must agree (the tolerance of the comparison with the sequential kernels), so that neither
 // can report a time for a wrong answer.
 void bench_scan_ab(Bench& b, const Sizes& s, DType dt) {
-  namespace now = KC::scan_blocked;
   namespace then = KC::scan_blocked_baseline;
+  const KC::ImplGuard<KC::ScanImpl> blocked(KC::ScanImpl::Blocked);
   const int64_t B = s.batch, D = s.d_inner, L = s.seq, N = s.d_state;
   const double es = double(dtype_size(dt)), tol = dt == DType::BF16 ? 2e-2 : 1e-3;
   const std::string shape = dims({B, D, L, N}), base = std::string("baseline ") + HYMBA_SCAN_BASELINE;
@@ -703,7 +695,7 @@ void bench_scan_ab(Bench& b, const Sizes& s, DType dt) {
       const ScanInputs in = make_scan_inputs(s, dt);
       auto run_now = [&] {
         const KC::ImplGuard<KC::ScanForward> use(shape_now);
-        return now::forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk);
+        return K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk);
       };
       auto run_then = [&] {
         const KC::ImplGuard<KC::ScanForward> use(KC::ScanForward::Steps16Half);
@@ -723,10 +715,12 @@ void bench_scan_ab(Bench& b, const Sizes& s, DType dt) {
       const ScanInputs in = make_scan_inputs(s, dt);
       const Tensor dout = randn_gpu({B, D, L}, dt, 27);
       // One forward's chunk states for both: the two share their layout (selective_scan_blocked.h).
-      const Tensor states = std::get<2>(now::forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk));
+      const Tensor states =
+          std::get<2>(K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, chunk));
       auto run_now = [&] {
         const KC::ImplGuard<KC::ScanBackward> use(shape_now);
-        return now::backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, states, chunk);
+        return K::selective_scan_backward(dout, in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true, states,
+                                          chunk);
       };
       auto run_then = [&] {
         const KC::ImplGuard<KC::ScanBackward> use(KC::ScanBackward::Steps8Half);
