@@ -593,7 +593,6 @@ ScanInputs make_scan_inputs(const Sizes& s, DType dt) {
 void bench_scan(Bench& b, const Sizes& s, DType dt) {
   const int64_t B = s.batch, D = s.d_inner, L = s.seq, N = s.d_state;
   const double es = double(dtype_size(dt));
-  auto make = [&] { return make_scan_inputs(s, dt); };
   const std::string shape = dims({B, D, L, N});
   // Both CUDA implementations (kernels/cuda_impl.h), each checked against the sequential one
   // on the same inputs: the tests cover awkward small shapes, this covers the real one.
@@ -614,7 +613,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
                                       ? tag
                                       : std::string(" [blocked ") + KC::impl_name(fwd_shape) + "]";
       b.run("selective_scan fwd" + fwd_tag, shape, dt, [&](Row& r) {
-        ScanInputs in = make();
+        ScanInputs in = make_scan_inputs(s, dt);
         memory_bound(b, r, scan_fwd_bytes(B, D, L, N, es), [&] {
           K::selective_scan_forward(in.u, in.delta, in.A, in.Bm, in.C, in.Dv, in.z, in.bias, true);
         });
@@ -638,7 +637,7 @@ void bench_scan(Bench& b, const Sizes& s, DType dt) {
                                       ? tag
                                       : std::string(" [blocked, backward ") + KC::impl_name(bwd_shape) + "]";
       b.run("selective_scan fwd+bwd" + bwd_tag, shape, dt, [&](Row& r) {
-        ScanInputs in = make();
+        ScanInputs in = make_scan_inputs(s, dt);
         Tensor dout = randn_gpu({B, D, L}, dt, 27);
         auto fwd_bwd = [&] {
           auto [out, last, chunks] =
